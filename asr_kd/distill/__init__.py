@@ -1,0 +1,28 @@
+"""The modality-free distillation core: it imports torch only.
+
+Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
+
+- ``losses``: soft-target KL (``T^2``-scaled), logit matching, masked means.
+- ``targets``: dense or top-k teacher targets and how top-k drops mass.
+- ``objective``: the total loss as named weighted terms that print as a formula.
+- ``ensemble``: arithmetic / geometric mean of member distributions.
+- ``cache``: teacher outputs stored top-k per ID, sharded, fingerprinted.
+- ``hints``: intermediate-layer distillation through forward hooks.
+"""
+
+from .ensemble import combine
+from .losses import logit_matching_loss, masked_mean, soft_target_kl, soft_target_loss
+from .objective import DistillationLoss, LossOutput, WeightedLoss
+from .targets import TopK
+
+__all__ = [
+    "DistillationLoss",
+    "LossOutput",
+    "TopK",
+    "WeightedLoss",
+    "combine",
+    "logit_matching_loss",
+    "masked_mean",
+    "soft_target_kl",
+    "soft_target_loss",
+]

@@ -1,0 +1,134 @@
+"""Soft-target and logit-matching losses (Hinton, Vinyals & Dean 2015).
+
+All losses take tensors shaped ``(..., C)``: any leading positions (batch,
+frames) and classes last. An optional boolean ``mask`` shaped like the leading
+dims marks real positions (``True``) and padding (``False``). Padded positions
+contribute nothing, not even gradient, and every loss is a mean over the real
+positions, so a padded batch gives the same loss as its items unpadded and
+concatenated.
+
+Example
+-------
+>>> import torch
+>>> student = torch.zeros(2, 3, 5, requires_grad=True)   # (batch, frames, classes)
+>>> teacher = torch.randn(2, 3, 5)
+>>> mask = torch.tensor([[True, True, True], [True, False, False]])
+>>> loss = soft_target_loss(student, teacher, temperature=2.0, mask=mask)
+>>> loss.backward()
+>>> bool(student.grad[1, 1:].abs().sum() == 0)   # padding gets no gradient
+True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .targets import TopK
+
+
+def masked_mean(per_position: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of ``per_position`` over the positions where ``mask`` is True.
+
+    Padded positions are selected away with ``torch.where`` (not multiplied by
+    zero), so a NaN or inf computed there cannot leak into the result or its
+    gradient. An all-padding batch gives 0.
+    """
+    if mask is None:
+        return per_position.mean()
+    if mask.shape != per_position.shape:
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} must equal the leading (position) dims "
+            f"{tuple(per_position.shape)} of the loss input"
+        )
+    mask = mask.to(torch.bool)
+    total = torch.where(mask, per_position, per_position.new_zeros(())).sum()
+    return total / mask.sum().clamp(min=1)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def soft_target_kl(
+    student_logits: Tensor, teacher: Tensor | TopK, temperature: float = 1.0
+) -> Tensor:
+    """Per-position ``KL(teacher_T || student_T)``, shape ``student_logits.shape[:-1]``.
+
+    Args:
+        student_logits: ``(..., C)`` student logits.
+        teacher: ``(..., C)`` teacher logits or log-probabilities (the two give the
+            same softened distribution), or a :class:`TopK` target.
+        temperature: ``T``; both distributions are ``softmax(x / T)``.
+    """
+    _check_temperature(temperature)
+    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    if isinstance(teacher, TopK):
+        log_p = teacher.softened(temperature)
+        log_q = log_q.gather(-1, teacher.indices.long())
+    else:
+        if teacher.shape != student_logits.shape:
+            raise ValueError(
+                f"teacher {tuple(teacher.shape)} and student {tuple(student_logits.shape)} "
+                "outputs must have the same shape"
+            )
+        log_p = torch.log_softmax(teacher.detach().float() / temperature, dim=-1)
+    p = log_p.exp()
+    # p * (log p - log q), with 0 * log 0 taken as 0 (underflowed teacher classes).
+    terms = torch.where(p > 0, p * (log_p - log_q), p.new_zeros(()))
+    return terms.sum(-1)
+
+
+def soft_target_loss(
+    student_logits: Tensor,
+    teacher: Tensor | TopK,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Hinton's soft term: ``T^2 * KL(teacher_T || student_T)``, mean over real positions.
+
+    Its gradient w.r.t. a student logit is ``T^2 * (1/T) * (q_i - p_i)`` per
+    position (divided by the number of real positions), so the ``T^2`` factor
+    keeps the soft term's scale independent of ``T``. The KL differs from the
+    paper's soft cross-entropy by the teacher's entropy, a constant.
+
+    Example
+    -------
+    >>> import torch
+    >>> z = torch.tensor([[1.0, 0.0, -1.0]])
+    >>> float(soft_target_loss(z, z, temperature=4.0))
+    0.0
+    """
+    kl = soft_target_kl(student_logits, teacher, temperature)
+    return temperature**2 * masked_mean(kl, mask)
+
+
+def logit_matching_loss(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Squared error between zero-meaned student and teacher logits (Caruana).
+
+    Per position: ``1/(2C) * sum_i (z_i - v_i)^2`` with ``z`` and ``v`` zero-meaned
+    over the ``C`` classes; then the mean over real positions. Its gradient,
+    ``(z_i - v_i) / C``, is the high-temperature limit of the ``T^2``-scaled
+    soft term's gradient (the paper's Section 2.1).
+
+    Example
+    -------
+    >>> import torch
+    >>> float(logit_matching_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[3.0, 2.0]])))
+    0.0
+    """
+    if isinstance(teacher_logits, TopK):
+        raise TypeError("logit matching needs dense teacher logits, not a TopK target")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher {tuple(teacher_logits.shape)} and student "
+            f"{tuple(student_logits.shape)} logits must have the same shape"
+        )
+    z = student_logits.float()
+    v = teacher_logits.detach().float()
+    diff = (z - z.mean(-1, keepdim=True)) - (v - v.mean(-1, keepdim=True))
+    per_position = diff.pow(2).sum(-1) / (2 * z.shape[-1])
+    return masked_mean(per_position, mask)
