@@ -10,12 +10,18 @@ Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
 - ``hints``: intermediate-layer distillation through forward hooks.
 """
 
+from .cache import CacheError, CacheWriter, TeacherCache
 from .ensemble import combine
+from .hints import HintLoss
 from .losses import logit_matching_loss, masked_mean, soft_target_kl, soft_target_loss
 from .objective import DistillationLoss, LossOutput, WeightedLoss
 from .targets import TopK
 
 __all__ = [
+    "CacheError",
+    "CacheWriter",
+    "HintLoss",
+    "TeacherCache",
     "DistillationLoss",
     "LossOutput",
     "TopK",

@@ -1,0 +1,62 @@
+"""The ``asr-kd`` command line.
+
+Each subcommand lives in a module with a ``register(subparsers)`` function that
+adds its parser and sets ``func`` (called with the parsed args, returns an exit
+code). Add a module to :data:`COMMAND_MODULES` to add a subcommand.
+
+Example
+-------
+    asr-kd --help
+    asr-kd demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from . import __version__
+
+#: Modules that each register one or more subcommands, in --help order.
+COMMAND_MODULES: list[str] = [
+    "asr_kd.commands.demo",
+    "asr_kd.commands.run",
+]
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one message, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asr-kd",
+        description="Knowledge distillation for speech recognition (Hinton, Vinyals & Dean 2015).",
+    )
+    parser.add_argument("--version", action="version", version=f"asr-kd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"asr-kd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"asr-kd {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

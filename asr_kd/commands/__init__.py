@@ -1,0 +1,1 @@
+"""Subcommands of the ``asr-kd`` command line, one module each."""
