@@ -46,6 +46,24 @@ def masked_mean(per_position: Tensor, mask: Tensor | None = None) -> Tensor:
     return total / mask.sum().clamp(min=1)
 
 
+def _zero_padding(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Replace padded positions of ``(..., C)`` tensors by 0 before any arithmetic.
+
+    Selecting the per-position loss away is not enough: a NaN in the padding
+    would still reach the gradient (0 * NaN). Selecting the inputs gives the
+    padding an exactly-zero gradient and finite values.
+    """
+    if mask is None:
+        return tensors
+    if mask.shape != tensors[0].shape[:-1]:
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} must equal the leading (position) dims "
+            f"{tuple(tensors[0].shape[:-1])} of the loss input"
+        )
+    keep = mask.to(torch.bool).unsqueeze(-1)
+    return tuple(torch.where(keep, t, t.new_zeros(())) for t in tensors)
+
+
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -100,6 +118,13 @@ def soft_target_loss(
     >>> float(soft_target_loss(z, z, temperature=4.0))
     0.0
     """
+    if isinstance(teacher, TopK):
+        student_logits, log_probs, indices = _zero_padding(
+            mask, student_logits, teacher.log_probs, teacher.indices
+        )
+        teacher = TopK(log_probs, indices)
+    else:
+        student_logits, teacher = _zero_padding(mask, student_logits, teacher)
     kl = soft_target_kl(student_logits, teacher, temperature)
     return temperature**2 * masked_mean(kl, mask)
 
@@ -127,8 +152,7 @@ def logit_matching_loss(
             f"teacher {tuple(teacher_logits.shape)} and student "
             f"{tuple(student_logits.shape)} logits must have the same shape"
         )
-    z = student_logits.float()
-    v = teacher_logits.detach().float()
+    z, v = _zero_padding(mask, student_logits.float(), teacher_logits.detach().float())
     diff = (z - z.mean(-1, keepdim=True)) - (v - v.mean(-1, keepdim=True))
     per_position = diff.pow(2).sum(-1) / (2 * z.shape[-1])
     return masked_mean(per_position, mask)

@@ -1,0 +1,100 @@
+"""Ensemble combination and intermediate-layer (hint) distillation."""
+
+import doctest
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+from asr_kd.distill import HintLoss, combine
+
+A = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+B = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+
+
+def test_ensemble_golden_values():
+    torch.testing.assert_close(combine([A, B]).exp(), torch.tensor([[0.4, 0.4, 0.2]]))
+    geo = torch.tensor([[0.3819660112501051, 0.42705098312484224, 0.19098300562505255]])
+    torch.testing.assert_close(combine([A, B], method="geometric").exp(), geo)
+    torch.testing.assert_close(combine([A, B], weights=[3, 1]).exp(), torch.tensor([[0.5, 0.35, 0.15]]))
+
+
+def test_ensemble_accepts_logits_and_masks_padding():
+    logits = [torch.randn(2, 4, 6) * 5 for _ in range(3)]
+    shifted = [m + 7.0 for m in logits]  # logits up to a constant are the same distribution
+    torch.testing.assert_close(combine(logits), combine(shifted))
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    out = combine(logits, mask=mask)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 4))
+    assert torch.all(out[1, 2:] == out[1, 2:].mean())  # uniform where padded
+
+
+def test_ensemble_refuses_mismatched_members():
+    with pytest.raises(ValueError, match="same positions"):
+        combine([torch.zeros(5, 3), torch.zeros(4, 3)])
+    with pytest.raises(ValueError, match="weights"):
+        combine([A, B], weights=[1.0])
+    with pytest.raises(ValueError, match="method"):
+        combine([A, B], method="median")
+
+
+class Tiny(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.rnn = nn.LSTM(3, width, batch_first=True)
+        self.out = nn.Linear(width, 5)
+
+    def forward(self, x):
+        return self.out(self.rnn(x)[0])
+
+
+def test_hint_loss_trains_projection_and_leaves_teacher_untouched():
+    torch.manual_seed(0)
+    teacher, student = Tiny(16), Tiny(8)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    hints = HintLoss(student, teacher, [("rnn", "rnn")], widths=[(8, 16)], loss="mse")
+    opt = torch.optim.Adam([*student.parameters(), *hints.parameters()], lr=1e-2)
+    x = torch.randn(4, 7, 3)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    mask[2:, 4:] = False
+    losses = []
+    for _ in range(60):
+        with torch.no_grad():
+            teacher(x)
+        student(x)
+        loss = hints(mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    hints.remove()
+    assert not teacher.rnn._forward_hooks and not student.rnn._forward_hooks
+
+
+def test_hint_loss_cosine_is_zero_for_identical_features_and_errors_are_clear():
+    net = Tiny(8)
+    hints = HintLoss(net, net, [("rnn", "rnn")], loss="cosine")
+    net(torch.randn(2, 3, 3))
+    assert float(hints()) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(RuntimeError, match="run both models"):
+        hints()
+    with pytest.raises(KeyError, match="no module named 'encoder'"):
+        HintLoss(net, net, [("encoder", "rnn")])
+    narrow = Tiny(4)
+    unprojected = HintLoss(narrow, net, [("rnn", "rnn")])  # widths 4 vs 8, none given
+    x = torch.randn(1, 2, 3)
+    narrow(x), net(x)
+    with pytest.raises(ValueError, match="give widths"):
+        unprojected()
+
+
+@pytest.mark.parametrize(
+    "module", ["losses", "targets", "objective", "ensemble", "cache", "hints"]
+)
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(f"asr_kd.distill.{module}")
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0
