@@ -59,14 +59,17 @@ class TopK:
     @classmethod
     def from_logits(cls, logits: Tensor, k: int) -> "TopK":
         """Keep the top ``k`` of ``log_softmax(logits)`` (logits or log-probs)."""
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        log_probs = torch.log_softmax(x, dim=-1)
         k = min(k, log_probs.shape[-1])
         values, indices = log_probs.topk(k, dim=-1)
         return cls(values, indices)
 
     def softened(self, temperature: float) -> Tensor:
         """Log-probabilities at ``temperature``, renormalised over the kept classes."""
-        return torch.log_softmax(self.log_probs.float() / temperature, dim=-1)
+        lp = self.log_probs
+        lp = lp if lp.dtype in (torch.float32, torch.float64) else lp.float()
+        return torch.log_softmax(lp / temperature, dim=-1)
 
     def to(self, device: torch.device | str) -> "TopK":
         return TopK(self.log_probs.to(device), self.indices.to(device))
