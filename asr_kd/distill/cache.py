@@ -287,14 +287,17 @@ class TeacherCache:
         meta = _read_meta(self.root)
         if not meta["complete"] and not allow_incomplete:
             raise CacheError(
-                f"teacher cache {self.root} is incomplete ({len(meta['shards'])} shard(s) written; its "
+                f"teacher cache {self.root} is incomplete ({len(list(self.root.glob('shard-*.pt')))} "
+                "shard(s) written; its "
                 "writer was interrupted or is still running). Rerun the stage that produces it to resume."
             )
         _check_fingerprint(self.root, meta["fingerprint"], fingerprint)
         self.meta = meta
         self.k: int = meta["k"]
         self.num_classes: int = meta["num_classes"]
-        self._shards = [_load_shard(self.root / name) for name in meta["shards"]]
+        # A shard carries its final name only once complete, so the directory (not the
+        # list in meta.json, which a kill can leave one shard behind) says what is readable.
+        self._shards = [_load_shard(p) for p in sorted(self.root.glob("shard-*.pt"))]
         self._where: dict[str, tuple[int, int]] = {}
         for s, shard in enumerate(self._shards):
             for row, item_id in enumerate(shard["ids"]):
