@@ -1,0 +1,1 @@
+"""Speech-recognition pieces: decoding, scoring, CTC spike guidance, frame-level distillation."""

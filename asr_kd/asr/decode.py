@@ -1,0 +1,94 @@
+"""CTC decoding: greedy best path, and beam search through torchaudio's ``ctc_decoder``.
+
+Blank is class 0 throughout the project.
+
+Example
+-------
+>>> import torch
+>>> frames = torch.tensor([[0, 3, 3, 0, 3, 5, 5, 0]])           # argmax per frame
+>>> log_probs = torch.nn.functional.one_hot(frames, 6).float().log()
+>>> greedy_decode(log_probs, torch.tensor([8]))
+[[3, 3, 5]]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+BLANK = 0
+
+
+def collapse(path: Sequence[int], blank: int = BLANK) -> list[int]:
+    """Merge repeated labels, then drop blanks: CTC's many-to-one map."""
+    out: list[int] = []
+    prev = None
+    for label in path:
+        if label != prev and label != blank:
+            out.append(int(label))
+        prev = label
+    return out
+
+
+def greedy_decode(log_probs: Tensor, lengths: Tensor, blank: int = BLANK) -> list[list[int]]:
+    """Best-path decoding of ``(batch, frames, classes)`` scores with per-item lengths."""
+    best = log_probs.argmax(-1).cpu()
+    return [collapse(best[b, : int(n)].tolist(), blank) for b, n in enumerate(lengths.cpu())]
+
+
+class BeamDecoder:
+    """Beam search with torchaudio's flashlight-text decoder, lexicon-free or with a lexicon/LM.
+
+    Args:
+        tokens: token strings by class index; index 0 must be the blank.
+        beam_size: hypotheses kept per frame.
+        lexicon: optional lexicon file (word, then its tokens) restricting words.
+        lm: optional KenLM binary / ARPA file.
+        lm_weight, word_score: LM weight and word insertion score.
+
+    Returns token-index sequences (without blanks), like :func:`greedy_decode`.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        beam_size: int = 10,
+        lexicon: str | None = None,
+        lm: str | None = None,
+        lm_weight: float = 2.0,
+        word_score: float = 0.0,
+    ):
+        from torchaudio.models.decoder import ctc_decoder
+
+        tokens = list(tokens)
+        # flashlight needs a silence token; a word-boundary-free inventory gets a spare one
+        # appended, which no model output ever scores (its column is -inf).
+        self.num_classes = len(tokens)
+        sil = "|" if "|" in tokens else "<sil>"
+        if sil not in tokens:
+            tokens.append(sil)
+        self._pad = len(tokens) - self.num_classes
+        self.decoder = ctc_decoder(
+            lexicon=lexicon,
+            tokens=tokens,
+            lm=lm,
+            beam_size=beam_size,
+            blank_token=tokens[BLANK],
+            sil_token=sil,
+            lm_weight=lm_weight,
+            word_score=word_score,
+            sil_score=0.0,
+            log_add=True,
+        )
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[int]]:
+        emissions = log_probs.detach().float().cpu()
+        if self._pad:
+            pad = emissions.new_full((*emissions.shape[:2], self._pad), float("-inf"))
+            emissions = torch.cat([emissions, pad], dim=-1)
+        results = self.decoder(emissions.contiguous(), lengths.cpu().to(torch.int32))
+        return [
+            [t for t in collapse(r[0].tokens.tolist()) if t < self.num_classes] for r in results
+        ]

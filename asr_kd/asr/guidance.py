@@ -1,0 +1,91 @@
+"""Guided CTC training (Kurata & Audhkhasi, Interspeech 2019): align spike timings.
+
+Independently trained CTC models put their (spiky) non-blank posteriors on
+different frames, which spoils averaging their frame posteriors and
+frame-level distillation. Guided training fixes a reference: the first
+teacher's forced alignment of each transcript (``torchaudio.functional.
+forced_align``) marks, per frame, the token it emits (a "spike") or nothing;
+every other model is trained with CTC plus a framewise term that raises its
+log-probability of the reference's token at the reference's spike frames.
+
+Example
+-------
+>>> import torch
+>>> # a reference that is confident: token 2 at frame 1, token 3 at frame 3
+>>> ref = torch.full((1, 5, 4), -9.0)
+>>> ref[0, [0, 2, 4], 0] = 0.0; ref[0, 1, 2] = 0.0; ref[0, 3, 3] = 0.0
+>>> spikes = forced_spikes(ref.log_softmax(-1), torch.tensor([5]),
+...                        torch.tensor([[2, 3]]), torch.tensor([2]))
+>>> spikes.tolist()
+[[-100, 2, -100, 3, -100]]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import Tensor
+
+IGNORE = -100
+
+
+def forced_spikes(
+    log_probs: Tensor,
+    lengths: Tensor,
+    targets: Tensor,
+    target_lengths: Tensor,
+    blank: int = 0,
+) -> Tensor:
+    """Per-frame spike labels from a reference model's forced alignment.
+
+    Args:
+        log_probs: ``(batch, frames, classes)`` reference log-probabilities.
+        lengths: ``(batch,)`` frames per item.
+        targets: ``(batch, max_tokens)`` token indices (padding ignored).
+        target_lengths: ``(batch,)`` tokens per item.
+
+    Returns:
+        ``(batch, frames)`` long tensor: the token on the first frame of each
+        aligned token (its spike), ``IGNORE`` (-100) elsewhere. An item that
+        cannot be aligned (fewer frames than CTC needs) is all ``IGNORE``.
+    """
+    out = torch.full(log_probs.shape[:2], IGNORE, dtype=torch.long)
+    lp = log_probs.detach().float().cpu()
+    for b in range(lp.shape[0]):
+        n, m = int(lengths[b]), int(target_lengths[b])
+        if m == 0:
+            continue
+        tgt = targets[b, :m].detach().cpu().long()
+        repeats = int((tgt[1:] == tgt[:-1]).sum())
+        if n < m + repeats:
+            continue
+        path, _ = AF.forced_align(lp[b : b + 1, :n], tgt.unsqueeze(0).int(), blank=blank)
+        path = path[0]
+        starts = (path != blank) & torch.cat([torch.tensor([True]), path[1:] != path[:-1]])
+        out[b, :n] = torch.where(starts, path.long(), torch.full_like(path.long(), IGNORE))
+    return out.to(log_probs.device)
+
+
+def guided_loss(log_probs: Tensor, spikes: Tensor) -> Tensor:
+    """Mean negative log-probability of the reference token over spike frames.
+
+    ``log_probs`` ``(batch, frames, classes)``; ``spikes`` ``(batch, frames)`` from
+    :func:`forced_spikes` (``IGNORE`` frames do not count). 0 when there is no spike.
+    """
+    if spikes.shape != log_probs.shape[:2]:
+        raise ValueError(
+            f"spike labels {tuple(spikes.shape)} must match the model's frames "
+            f"{tuple(log_probs.shape[:2])}: were they made with the same front end?"
+        )
+    if not (spikes != IGNORE).any():
+        return log_probs.sum() * 0.0
+    return F.nll_loss(log_probs.flatten(0, 1), spikes.flatten(), ignore_index=IGNORE)
+
+
+def spike_agreement(log_probs: Tensor, spikes: Tensor) -> float:
+    """Share of the reference's spike frames where the model's argmax is the same token."""
+    sel = spikes != IGNORE
+    if not sel.any():
+        return float("nan")
+    return float((log_probs.argmax(-1)[sel] == spikes[sel]).float().mean())
