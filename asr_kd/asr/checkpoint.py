@@ -1,0 +1,54 @@
+"""Atomic checkpoints on top of SpeechBrain's ``Checkpointer``.
+
+SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its parameter files
+after, so a process killed mid-save leaves a directory that looks complete
+but holds truncated files, and the next run's recovery fails on it.
+:class:`AtomicCheckpointer` saves each checkpoint into a staging directory and
+renames it into place once every file is written: a checkpoint either exists
+whole or not at all. Everything else (recovery, keeping the best, intra-epoch
+checkpoints in ``Brain``) is SpeechBrain's.
+
+Example
+-------
+>>> import tempfile, torch
+>>> model = torch.nn.Linear(2, 2)
+>>> ckpt = AtomicCheckpointer(tempfile.mkdtemp(), recoverables={"model": model})
+>>> saved = ckpt.save_checkpoint(meta={"wer": 12.5})
+>>> saved.path.name.startswith("CKPT+"), sorted(p.name for p in saved.path.iterdir())
+(True, ['CKPT.yaml', 'model.ckpt'])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
+
+STAGING = ".staging"
+
+
+class AtomicCheckpointer(Checkpointer):
+    """A ``Checkpointer`` whose checkpoints appear only when completely written."""
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006
+        final_parent = self.checkpoints_dir
+        staging = final_parent / STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed mid-save
+        staging.mkdir(parents=True)
+        self.checkpoints_dir = staging
+        try:
+            ckpt = super().save_checkpoint(
+                meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
+            )
+        finally:
+            self.checkpoints_dir = final_parent
+        final = final_parent / ckpt.path.name
+        suffix = 0
+        while final.exists():  # two saves within one second
+            suffix += 1
+            final = final_parent / f"{ckpt.path.name}-{suffix}"
+        os.replace(ckpt.path, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        return Checkpoint(final, ckpt.meta, {k: final / v.name for k, v in ckpt.paramfiles.items()})
