@@ -1,0 +1,136 @@
+"""CTC training on SpeechBrain's ``Brain``: teachers, scratch students, distilled students.
+
+One class trains every model of the recipe; what differs is configuration:
+
+- teacher or scratch student: CTC only;
+- guided teacher (Kurata & Audhkhasi): CTC + ``guide_weight`` x the framewise
+  spike term against a reference teacher's spikes (:mod:`asr_kd.asr.guidance`);
+- distilled student: ``DistillationLoss`` with CTC as the hard term and the
+  soft term against the ensemble's cached top-k posteriors, looked up by
+  utterance ID (never batch index) in a :class:`~asr_kd.distill.TeacherCache`.
+
+Batches are SpeechBrain ``PaddedBatch`` objects with ``id``, ``feats``
+(``(batch, frames, n_mels)`` with relative lengths) and ``tokens`` (with
+relative lengths). The ``frontend`` module (normalisation, SpecAugment on
+training batches) maps features to features without changing the number of
+frames, so cached teacher frames line up with the student's.
+
+Validation computes the loss and the greedy-decoding WER with SpeechBrain's
+``ErrorRateStats``; each epoch ends with a checkpoint (atomic, see
+:mod:`asr_kd.asr.checkpoint`) that keeps the best by validation WER.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from speechbrain.utils.metric_stats import ErrorRateStats
+from torch import Tensor
+
+from asr_kd.asr.decode import greedy_decode
+from asr_kd.asr.guidance import guided_loss
+from asr_kd.distill import DistillationLoss, TeacherCache
+
+
+def absolute_lengths(relative: Tensor, max_len: int) -> Tensor:
+    """SpeechBrain's relative lengths (fractions of the padded length) to counts."""
+    return torch.round(relative * max_len).long()
+
+
+class CTCBrain(sb.Brain):
+    """Trains a CTC acoustic model, optionally with distillation and spike guidance.
+
+    Expected ``modules``: ``model`` (a :class:`~asr_kd.models.acoustic.CTCAcousticModel`)
+    and ``frontend`` (``frontend(feats, lengths, augment) -> feats``).
+    Expected ``hparams`` (a mapping): ``detokenize`` (token ids -> text), and
+    optionally ``kd`` (:class:`DistillationLoss`) with ``teacher_cache``
+    (:class:`TeacherCache`), ``guide_weight`` with ``guide_spikes``
+    (``utt_id -> (frames,) long tensor``), ``log`` (a callable for one-line epoch summaries).
+    """
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        feats, rel = batch.feats
+        lengths = absolute_lengths(rel, feats.shape[1])
+        feats = self.modules.frontend(feats, lengths, augment=stage == sb.Stage.TRAIN)
+        logits, out_lengths = self.modules.model(feats, lengths)
+        return logits, out_lengths
+
+    def _frame_mask(self, out_lengths: Tensor, frames: int) -> Tensor:
+        return torch.arange(frames, device=out_lengths.device)[None, :] < out_lengths[:, None]
+
+    def compute_objectives(self, predictions, batch, stage):
+        logits, out_lengths = predictions
+        tokens, rel = batch.tokens
+        token_lengths = absolute_lengths(rel, tokens.shape[1])
+        log_probs = logits.log_softmax(-1)
+        ctc = F.ctc_loss(
+            log_probs.transpose(0, 1),
+            tokens,
+            out_lengths,
+            token_lengths,
+            blank=0,
+            reduction="mean",
+            zero_infinity=True,
+        )
+        loss = ctc
+        hp = self.hparams
+        if stage == sb.Stage.TRAIN and getattr(hp, "kd", None) is not None:
+            loss = self._distillation_loss(logits, out_lengths, ctc, batch.id)
+        if stage == sb.Stage.TRAIN and getattr(hp, "guide_weight", 0) > 0:
+            spikes = self._spikes(batch.id, logits.shape[1]).to(logits.device)
+            loss = loss + hp.guide_weight * guided_loss(log_probs, spikes)
+        if stage != sb.Stage.TRAIN:
+            hyps = greedy_decode(log_probs, out_lengths)
+            refs = [tok[: int(n)].tolist() for tok, n in zip(tokens.cpu(), token_lengths.cpu())]
+            self.wer_metric.append(
+                batch.id,
+                [hp.detokenize(h).split() for h in hyps],
+                [hp.detokenize(r).split() for r in refs],
+            )
+        return loss
+
+    def _distillation_loss(self, logits: Tensor, out_lengths: Tensor, ctc: Tensor, ids: Sequence[str]):
+        cache: TeacherCache = self.hparams.teacher_cache
+        frames = [cache.num_frames(i) for i in ids]
+        for utt, n_cached, n_out in zip(ids, frames, out_lengths.tolist()):
+            if n_cached != n_out:
+                raise RuntimeError(
+                    f"utterance {utt!r}: the teacher cache has {n_cached} frames, the student "
+                    f"produced {n_out}. Teacher and student must share the front end and "
+                    "subsampling; rebuild the cache for this configuration."
+                )
+        targets, mask = cache.batch(ids, num_frames=logits.shape[1])
+        kd: DistillationLoss = self.hparams.kd
+        out = kd(logits, targets.to(logits.device), hard=ctc, mask=mask.to(logits.device))
+        return out.total
+
+    def _spikes(self, ids: Sequence[str], frames: int) -> Tensor:
+        spikes: Mapping[str, Tensor] = self.hparams.guide_spikes
+        out = torch.full((len(ids), frames), -100, dtype=torch.long)
+        for b, utt in enumerate(ids):
+            s = spikes[utt]
+            out[b, : len(s)] = s
+        return out
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = ErrorRateStats()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        wer = self.wer_metric.summarize("error_rate")
+        self.last_stats = {"loss": stage_loss, "WER": wer}
+        log: Callable[[str], None] | None = getattr(self.hparams, "log", None)
+        if stage == sb.Stage.VALID:
+            if log:
+                log(f"epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, valid WER {wer:.2f}")
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"WER": wer, "epoch": epoch}, min_keys=["WER"], num_to_keep=1
+                )

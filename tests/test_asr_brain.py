@@ -1,0 +1,124 @@
+"""CTCBrain on a synthetic feature task: teachers learn, the cache feeds distillation by ID."""
+
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+from torch import nn
+
+from asr_kd.asr.brain import CTCBrain
+from asr_kd.asr.checkpoint import AtomicCheckpointer
+from asr_kd.asr.decode import greedy_decode
+from asr_kd.asr.score import error_rates
+from asr_kd.distill import CacheWriter, DistillationLoss, TeacherCache
+from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel
+
+VOCAB = 6  # blank + 5 tokens
+N_MELS = 16
+PATTERNS = torch.randn(VOCAB, N_MELS, generator=torch.Generator().manual_seed(0)) * 2
+
+
+def utterance(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features where each token holds a pattern for 8-16 frames, separated by silence."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g)
+    frames = []
+    for tok in tokens:
+        frames.append(torch.zeros(int(torch.randint(4, 9, (1,), generator=g)), N_MELS))
+        frames.append(PATTERNS[tok].repeat(int(torch.randint(8, 17, (1,), generator=g)), 1))
+    frames.append(torch.zeros(6, N_MELS))
+    feats = torch.cat(frames)
+    return feats + 0.3 * torch.randn(feats.shape, generator=g), tokens
+
+
+def dataset(seeds) -> DynamicItemDataset:
+    ds = DynamicItemDataset({f"utt{s}": {"seed": s} for s in seeds})
+
+    @sb.utils.data_pipeline.takes("seed")
+    @sb.utils.data_pipeline.provides("feats", "tokens")
+    def pipeline(seed):
+        feats, tokens = utterance(seed)
+        yield feats
+        yield tokens
+
+    ds.add_dynamic_item(pipeline)
+    ds.set_output_keys(["id", "feats", "tokens"])
+    return ds
+
+
+class Identity(nn.Module):
+    def forward(self, feats, lengths, augment=False):
+        return feats
+
+
+def detokenize(ids):
+    return " ".join("abcde"[i - 1] for i in ids)
+
+
+def make_brain(hidden: int, tmp_path, name: str, **hparams) -> CTCBrain:
+    torch.manual_seed(0)
+    model = CTCAcousticModel(AcousticConfig(num_classes=VOCAB, n_mels=N_MELS, hidden=hidden, conv_channels=4, layers=1))
+    modules = {"model": model, "frontend": Identity()}
+    ckpt = AtomicCheckpointer(tmp_path / name, recoverables={"model": model})
+    return CTCBrain(
+        modules=modules,
+        opt_class=lambda p: torch.optim.Adam(p, lr=1e-2),
+        hparams={"detokenize": detokenize, **hparams},
+        run_opts={"device": "cpu", "noprogressbar": True},
+        checkpointer=ckpt,
+    )
+
+
+@torch.no_grad()
+def outputs(brain: CTCBrain, ds) -> dict:
+    brain.modules.eval()
+    out = {}
+    for item in ds:
+        logits, n = brain.modules.model(item["feats"][None], torch.tensor([len(item["feats"])]))
+        out[item["id"]] = (logits[0, : int(n)].log_softmax(-1), item["tokens"])
+    return out
+
+
+def corpus_wer(brain, ds) -> float:
+    outs = outputs(brain, ds)
+    hyps = [detokenize(greedy_decode(lp[None], torch.tensor([len(lp)]))[0]) for lp, _ in outs.values()]
+    refs = [detokenize(t.tolist()) for _, t in outs.values()]
+    return error_rates(refs, hyps)["wer"]
+
+
+def test_teacher_learns_and_student_distils_from_the_cache_by_id(tmp_path):
+    torch.set_num_threads(1)
+    train, valid = dataset(range(96)), dataset(range(1000, 1024))
+    loader = {"batch_size": 8}
+    teacher = make_brain(32, tmp_path, "teacher")
+    untrained_wer = corpus_wer(teacher, valid)
+    teacher.fit(range(1, 16), train, valid, train_loader_kwargs=loader, valid_loader_kwargs=loader)
+    teacher_wer = corpus_wer(teacher, valid)
+    assert teacher_wer < 0.5 * untrained_wer, (untrained_wer, teacher_wer)
+    best = teacher.checkpointer.find_checkpoint(min_key="WER")
+    assert best is not None and best.meta["WER"] <= 100 * untrained_wer
+
+    fingerprint = {"n_mels": N_MELS, "subsampling": 4}
+    with CacheWriter(tmp_path / "cache", num_classes=VOCAB, k=4, fingerprint=fingerprint) as w:
+        for utt, (lp, _) in outputs(teacher, train).items():
+            w.add(utt, lp)
+    cache = TeacherCache(tmp_path / "cache", fingerprint=fingerprint)
+    assert set(cache.ids()) == {f"utt{s}" for s in range(96)}
+
+    kd = DistillationLoss(temperature=1.0, hard_weight=0.5, soft_weight=1.0)
+    student = make_brain(16, tmp_path, "student", kd=kd, teacher_cache=cache)
+    student.fit(range(1, 16), train, valid, train_loader_kwargs=loader, valid_loader_kwargs=loader)
+    student_wer = corpus_wer(student, valid)
+    print(f"WER untrained {untrained_wer:.3f} teacher {teacher_wer:.3f} student {student_wer:.3f}")
+    assert student_wer < 0.5 * untrained_wer, (untrained_wer, student_wer)
+
+
+def test_cache_made_with_another_front_end_is_refused(tmp_path):
+    train = dataset(range(8))
+    with CacheWriter(tmp_path / "cache", num_classes=VOCAB, k=4) as w:
+        for item in train:
+            w.add(item["id"], torch.randn(3, VOCAB))  # wrong frame count
+    kd = DistillationLoss(temperature=1.0)
+    student = make_brain(8, tmp_path, "student", kd=kd, teacher_cache=TeacherCache(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="share the front end"):
+        student.fit(range(1, 2), train, None, train_loader_kwargs={"batch_size": 4})
