@@ -93,3 +93,33 @@ def test_unalignable_items_are_ignored_and_shapes_checked():
     assert float(guided_loss(lp, spikes)) == 0.0
     with pytest.raises(ValueError, match="same front end"):
         guided_loss(lp, torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_ensemble_cache_is_keyed_by_id_and_resumes(tmp_path):
+    from asr_kd.asr.ensemble import cache_ensemble, ensemble_log_probs
+    from asr_kd.distill import CacheWriter, TeacherCache
+
+    torch.manual_seed(3)
+    cfg = AcousticConfig(num_classes=7, n_mels=8, hidden=8, conv_channels=2)
+    members = [CTCAcousticModel(cfg) for _ in range(2)]
+    feats = torch.randn(6, 40, 8)
+    lengths = torch.tensor([40, 35, 20, 12, 40, 8])
+    ids = [f"u{i}" for i in range(6)]
+    batches = [(ids[:3], feats[:3], lengths[:3]), (ids[3:], feats[3:], lengths[3:])]
+    with CacheWriter(tmp_path, num_classes=7, k=7) as w:
+        assert cache_ensemble(members, batches[:1], w) == 3
+    with CacheWriter(tmp_path, num_classes=7, k=7) as w:  # resume: only the rest is written
+        assert cache_ensemble(members, batches, w) == 3
+    cache = TeacherCache(tmp_path)
+    assert sorted(cache.ids()) == ids
+    lp, n = ensemble_log_probs(members, feats[4:5], lengths[4:5])
+    assert cache.num_frames("u4") == int(n[0]) == 10
+    torch.testing.assert_close(cache["u4"].to_dense(7), lp[0], atol=2e-2, rtol=1e-3)
+
+
+def test_spike_overlap():
+    from asr_kd.asr.guidance import spike_overlap
+
+    a = torch.nn.functional.one_hot(torch.tensor([[0, 2, 0, 3, 0]]), 4).float()
+    b = torch.nn.functional.one_hot(torch.tensor([[0, 2, 0, 0, 3]]), 4).float()
+    assert spike_overlap(a, b) == 0.5 and spike_overlap(a, a) == 1.0

@@ -89,3 +89,19 @@ def spike_agreement(log_probs: Tensor, spikes: Tensor) -> float:
     if not sel.any():
         return float("nan")
     return float((log_probs.argmax(-1)[sel] == spikes[sel]).float().mean())
+
+
+def spike_overlap(a: Tensor, b: Tensor, mask: Tensor | None = None, blank: int = 0) -> float:
+    """Share of the frames where model ``a``'s argmax is non-blank on which ``b``'s is too.
+
+    ``a``, ``b``: ``(batch, frames, classes)`` scores of two models over the same
+    frames. Low values mean the models spike on different frames, which spoils
+    averaging their posteriors (the problem guided training solves).
+    """
+    spike_a = a.argmax(-1) != blank
+    spike_b = b.argmax(-1) != blank
+    if mask is not None:
+        spike_a = spike_a & mask
+    if not spike_a.any():
+        return float("nan")
+    return float((spike_b[spike_a]).float().mean())
