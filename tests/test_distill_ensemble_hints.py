@@ -1,8 +1,5 @@
 """Ensemble combination and intermediate-layer (hint) distillation."""
 
-import doctest
-import importlib
-
 import pytest
 import torch
 from torch import nn
@@ -89,12 +86,3 @@ def test_hint_loss_cosine_is_zero_for_identical_features_and_errors_are_clear():
     narrow(x), net(x)
     with pytest.raises(ValueError, match="give widths"):
         unprojected()
-
-
-@pytest.mark.parametrize(
-    "module", ["losses", "targets", "objective", "ensemble", "cache", "hints"]
-)
-def test_docstring_examples_run(module):
-    mod = importlib.import_module(f"asr_kd.distill.{module}")
-    result = doctest.testmod(mod)
-    assert result.attempted > 0 and result.failed == 0

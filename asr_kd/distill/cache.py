@@ -73,7 +73,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def fingerprint_differences(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+def fingerprint_differences(
+    stored: Mapping[str, Any], expected: Mapping[str, Any], stored_label: str = "cache"
+) -> list[str]:
     """Human-readable differences between two (nested) fingerprints, one per field.
 
     Values are compared after a JSON round trip, so tuples equal lists.
@@ -86,11 +88,11 @@ def fingerprint_differences(stored: Mapping[str, Any], expected: Mapping[str, An
     diffs = []
     for key in sorted(set(s) | set(e)):
         if key not in s:
-            diffs.append(f"field {key!r}: missing from the cache, expected {e[key]!r}")
+            diffs.append(f"field {key!r}: missing from the {stored_label}, expected {e[key]!r}")
         elif key not in e:
-            diffs.append(f"field {key!r}: cache has {s[key]!r}, missing from the expected config")
+            diffs.append(f"field {key!r}: {stored_label} has {s[key]!r}, missing from the expected config")
         elif s[key] != e[key]:
-            diffs.append(f"field {key!r}: cache has {s[key]!r}, expected {e[key]!r}")
+            diffs.append(f"field {key!r}: {stored_label} has {s[key]!r}, expected {e[key]!r}")
     return diffs
 
 

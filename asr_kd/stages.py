@@ -1,0 +1,98 @@
+"""Numbered recipe stages that skip finished work and resume interrupted work.
+
+A recipe is a list of :class:`Stage` s run in order (icefall's
+``--stage`` / ``--stop-stage``). When a stage finishes, a marker file records
+the stage's own config; a later run skips the stage when its marker holds the
+same config, and reruns it (saying which fields changed) otherwise. A stage
+killed midway leaves no marker and runs again; each stage's own work should
+itself skip the items it already finished (trained checkpoints, cached
+utterances), so the rerun resumes rather than restarts.
+
+Example
+-------
+>>> import tempfile
+>>> done = []
+>>> stages = [Stage("prepare", lambda: done.append("prepare"), {"corpus": "tiny"}),
+...           Stage("train", lambda: done.append("train"), {"epochs": 2})]
+>>> exp = tempfile.mkdtemp()
+>>> run_stages(stages, exp, log=lambda m: None)
+['prepare', 'train']
+>>> run_stages(stages, exp, log=print)
+stage 1 prepare: done already, skipped
+stage 2 train: done already, skipped
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from asr_kd.distill.cache import fingerprint_differences
+
+
+@dataclass
+class Stage:
+    """One step of a recipe.
+
+    Args:
+        name: short name, used in logs and marker files.
+        run: does the work; should skip what an earlier, interrupted run finished.
+        config: the settings this stage's outputs depend on.
+    """
+
+    name: str
+    run: Callable[[], Any]
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+def marker_path(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
+    return Path(exp_dir) / "stages" / f"{number:02d}-{stage.name}.done"
+
+
+def run_stages(
+    stages: Sequence[Stage],
+    exp_dir: str | os.PathLike,
+    start: int = 1,
+    stop: int | None = None,
+    log: Callable[[str], None] = print,
+) -> list[str]:
+    """Run stages ``start`` .. ``stop`` (1-based, inclusive); returns the names run."""
+    stop = len(stages) if stop is None else stop
+    if not 1 <= start <= stop <= len(stages):
+        raise ValueError(
+            f"--stage {start} / --stop-stage {stop} out of range: stages are 1..{len(stages)} "
+            f"({', '.join(f'{i}={s.name}' for i, s in enumerate(stages, 1))})"
+        )
+    ran = []
+    for number, stage in enumerate(stages, 1):
+        if not start <= number <= stop:
+            continue
+        marker = marker_path(exp_dir, number, stage)
+        label = f"stage {number} {stage.name}"
+        if marker.exists():
+            stored = json.loads(marker.read_text(encoding="utf-8"))["config"]
+            diffs = fingerprint_differences(stored, stage.config, stored_label="last run")
+            if not diffs:
+                log(f"{label}: done already, skipped")
+                continue
+            log(f"{label}: config changed since it ran ({'; '.join(diffs)}), running again")
+            marker.unlink()
+        log(f"{label}: running")
+        began = time.time()
+        stage.run()
+        wall = time.time() - began
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(
+            json.dumps({"config": stage.config, "wall_s": round(wall, 1)}, indent=2, sort_keys=True),
+            encoding="utf-8",
+        )
+        os.replace(tmp, marker)
+        log(f"{label}: finished in {wall:.1f} s")
+        ran.append(stage.name)
+    return ran

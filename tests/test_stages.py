@@ -1,0 +1,39 @@
+"""Recipe stages: ranges, skipping finished stages, rerunning changed or interrupted ones."""
+
+import pytest
+
+from asr_kd.stages import Stage, run_stages
+
+
+def make(log, configs=None, fail_at=None):
+    configs = configs or {}
+
+    def work(name):
+        def run():
+            if name == fail_at:
+                raise KeyboardInterrupt(f"killed during {name}")
+            log.append(name)
+
+        return run
+
+    return [Stage(n, work(n), configs.get(n, {"v": 1})) for n in ("prepare", "teachers", "students")]
+
+
+def test_stage_range_and_skip(tmp_path):
+    log = []
+    assert run_stages(make(log), tmp_path, start=2, stop=2, log=lambda m: None) == ["teachers"]
+    assert run_stages(make(log), tmp_path, log=lambda m: None) == ["prepare", "students"]
+    assert log == ["teachers", "prepare", "students"]
+    with pytest.raises(ValueError, match="out of range"):
+        run_stages(make(log), tmp_path, start=3, stop=2)
+
+
+def test_interrupted_stage_reruns_and_changed_config_reruns(tmp_path):
+    log, messages = [], []
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(make(log, fail_at="teachers"), tmp_path, log=messages.append)
+    assert log == ["prepare"]
+    assert run_stages(make(log), tmp_path, log=messages.append) == ["teachers", "students"]
+    changed = make(log, configs={"students": {"v": 2}})
+    assert run_stages(changed, tmp_path, log=messages.append) == ["students"]
+    assert any("field 'v': last run has 1, expected 2" in m for m in messages)
