@@ -41,3 +41,17 @@ def test_demo_soft_targets_beat_hard_labels(capsys):
     hard = acc["student, 300 hard labels"]
     soft = acc["student, 300 soft targets T=4"]
     assert teacher > 95 and soft > hard + 2, acc
+
+
+def test_cache_info_reports_size_and_refuses_a_missing_cache(tmp_path, capsys):
+    import torch
+
+    from asr_kd.distill import CacheWriter
+
+    with CacheWriter(tmp_path / "c", num_classes=100, k=16, fingerprint={"n_mels": 80}) as w:
+        w.add("utt1", torch.randn(50, 100))
+    assert main(["cache-info", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "1 IDs, 50 frames" in out and "top-16 of 100" in out and '"n_mels": 80' in out
+    assert main(["cache-info", str(tmp_path / "nothing")]) == 2
+    assert "meta.json missing" in capsys.readouterr().err
