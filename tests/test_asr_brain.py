@@ -106,7 +106,7 @@ def test_teacher_learns_and_student_distils_from_the_cache_by_id(tmp_path):
     assert set(cache.ids()) == {f"utt{s}" for s in range(96)}
 
     kd = DistillationLoss(temperature=1.0, hard_weight=0.5, soft_weight=1.0)
-    student = make_brain(16, tmp_path, "student", kd=kd, teacher_cache=cache)
+    student = make_brain(16, tmp_path, "student", kd=kd, teacher_cache=cache, blank_weight=0.5)
     student.fit(range(1, 16), train, valid, train_loader_kwargs=loader, valid_loader_kwargs=loader)
     student_wer = corpus_wer(student, valid)
     print(f"WER untrained {untrained_wer:.3f} teacher {teacher_wer:.3f} student {student_wer:.3f}")

@@ -155,3 +155,22 @@ def test_bad_inputs_are_refused():
         DistillationLoss(hard_weight=0.5)(STUDENT, TEACHER)
     with pytest.raises(ValueError, match="unknown distillation option"):
         DistillationLoss.from_config({"temprature": 2})
+
+
+def test_position_weights():
+    """Unit weights change nothing; zero weights act as a mask; the mean is weighted."""
+    torch.manual_seed(6)
+    z, v = torch.randn(3, 4, 5), torch.randn(3, 4, 5)
+    mask = torch.rand(3, 4) > 0.3
+    w = torch.rand(3, 4)
+    base = soft_target_loss(z, v, 2.0, mask)
+    assert float(soft_target_loss(z, v, 2.0, mask, torch.ones(3, 4))) == pytest.approx(float(base), rel=1e-6)
+    as_mask = soft_target_loss(z, v, 2.0, None, mask.float())
+    assert float(as_mask) == pytest.approx(float(base), rel=1e-6)
+    from asr_kd.distill import soft_target_kl
+
+    kl = soft_target_kl(z, v, 2.0)
+    expected = 4.0 * (kl * w * mask).sum() / (w * mask).sum()
+    assert float(soft_target_loss(z, v, 2.0, mask, w)) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="weights shape"):
+        soft_target_loss(z, v, 2.0, mask, torch.ones(3))

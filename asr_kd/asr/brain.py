@@ -47,7 +47,8 @@ class CTCBrain(sb.Brain):
     and ``frontend`` (``frontend(feats, lengths, augment) -> feats``).
     Expected ``hparams`` (a mapping): ``detokenize`` (token ids -> text), and
     optionally ``kd`` (:class:`DistillationLoss`) with ``teacher_cache``
-    (:class:`TeacherCache`), ``guide_weight`` with ``guide_spikes``
+    (:class:`TeacherCache`) and ``blank_weight`` (weight of the soft term on frames
+    whose teacher top-1 class is blank; default 1), ``guide_weight`` with ``guide_spikes``
     (``utt_id -> (frames,) long tensor``), ``log`` (a callable for one-line epoch summaries).
     """
 
@@ -104,9 +105,14 @@ class CTCBrain(sb.Brain):
                     "subsampling; rebuild the cache for this configuration."
                 )
         targets, mask = cache.batch(ids, num_frames=logits.shape[1])
+        targets, mask = targets.to(logits.device), mask.to(logits.device)
+        weights = None
+        blank_weight = getattr(self.hparams, "blank_weight", 1.0)
+        if blank_weight != 1.0:  # frames whose teacher top-1 is blank count blank_weight
+            blank_top = targets.indices[..., 0] == 0
+            weights = torch.where(blank_top, blank_weight, 1.0).to(logits.dtype)
         kd: DistillationLoss = self.hparams.kd
-        out = kd(logits, targets.to(logits.device), hard=ctc, mask=mask.to(logits.device))
-        return out.total
+        return kd(logits, targets, hard=ctc, mask=mask, weights=weights).total
 
     def _spikes(self, ids: Sequence[str], frames: int) -> Tensor:
         spikes: Mapping[str, Tensor] = self.hparams.guide_spikes

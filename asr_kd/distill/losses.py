@@ -27,23 +27,30 @@ from torch import Tensor
 from .targets import TopK
 
 
-def masked_mean(per_position: Tensor, mask: Tensor | None = None) -> Tensor:
+def masked_mean(
+    per_position: Tensor, mask: Tensor | None = None, weights: Tensor | None = None
+) -> Tensor:
     """Mean of ``per_position`` over the positions where ``mask`` is True.
 
-    Padded positions are selected away with ``torch.where`` (not multiplied by
-    zero), so a NaN or inf computed there cannot leak into the result or its
-    gradient. An all-padding batch gives 0.
+    With ``weights`` (non-negative, same shape), the weighted mean
+    ``sum(w * x) / sum(w)`` over real positions: e.g. to down-weight the
+    blank-dominated frames of a CTC teacher. Padded positions are selected away
+    with ``torch.where`` (not multiplied by zero), so a NaN or inf computed
+    there cannot leak into the result or its gradient. An all-padding batch gives 0.
     """
-    if mask is None:
+    for name, t in (("mask", mask), ("weights", weights)):
+        if t is not None and t.shape != per_position.shape:
+            raise ValueError(
+                f"{name} shape {tuple(t.shape)} must equal the leading (position) dims "
+                f"{tuple(per_position.shape)} of the loss input"
+            )
+    if mask is None and weights is None:
         return per_position.mean()
-    if mask.shape != per_position.shape:
-        raise ValueError(
-            f"mask shape {tuple(mask.shape)} must equal the leading (position) dims "
-            f"{tuple(per_position.shape)} of the loss input"
-        )
-    mask = mask.to(torch.bool)
-    total = torch.where(mask, per_position, per_position.new_zeros(())).sum()
-    return total / mask.sum().clamp(min=1)
+    zero = per_position.new_zeros(())
+    keep = torch.ones_like(per_position, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+    w = keep.to(per_position.dtype) if weights is None else torch.where(keep, weights.to(per_position.dtype), zero)
+    total = torch.where(keep, per_position * w, zero).sum()
+    return total / w.sum().clamp(min=torch.finfo(per_position.dtype).tiny)
 
 
 def _zero_padding(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -154,13 +161,15 @@ def soft_target_loss(
     teacher: Tensor | TopK,
     temperature: float = 1.0,
     mask: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Hinton's soft term: ``T^2 * KL(teacher_T || student_T)``, mean over real positions.
 
     Its gradient w.r.t. a student logit is ``T^2 * (1/T) * (q_i - p_i)`` per
     position (divided by the number of real positions), so the ``T^2`` factor
     keeps the soft term's scale independent of ``T``. The KL differs from the
-    paper's soft cross-entropy by the teacher's entropy, a constant.
+    paper's soft cross-entropy by the teacher's entropy, a constant. Optional
+    ``weights`` make it a weighted mean over positions (:func:`masked_mean`).
 
     Example
     -------
@@ -177,11 +186,14 @@ def soft_target_loss(
     else:
         student_logits, teacher = _zero_padding(mask, student_logits, teacher)
     kl = soft_target_kl(student_logits, teacher, temperature)
-    return temperature**2 * masked_mean(kl, mask)
+    return temperature**2 * masked_mean(kl, mask, weights)
 
 
 def logit_matching_loss(
-    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Squared error between zero-meaned student and teacher logits (Caruana).
 
@@ -206,4 +218,4 @@ def logit_matching_loss(
     z, v = _zero_padding(mask, _as_float(student_logits), _as_float(teacher_logits.detach()))
     diff = (z - z.mean(-1, keepdim=True)) - (v - v.mean(-1, keepdim=True))
     per_position = diff.pow(2).sum(-1) / (2 * z.shape[-1])
-    return masked_mean(per_position, mask)
+    return masked_mean(per_position, mask, weights)

@@ -135,11 +135,15 @@ class DistillationLoss:
         return self.weighted.formula()
 
     def soft_term(
-        self, student_logits: Tensor, teacher: Tensor | TopK, mask: Tensor | None = None
+        self,
+        student_logits: Tensor,
+        teacher: Tensor | TopK,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
     ) -> Tensor:
         if self.soft == "kl":
-            return soft_target_loss(student_logits, teacher, self.temperature, mask)
-        return logit_matching_loss(student_logits, teacher, mask)
+            return soft_target_loss(student_logits, teacher, self.temperature, mask, weights)
+        return logit_matching_loss(student_logits, teacher, mask, weights)
 
     def __call__(
         self,
@@ -147,13 +151,15 @@ class DistillationLoss:
         teacher: Tensor | TopK,
         hard: Tensor | None = None,
         mask: Tensor | None = None,
+        weights: Tensor | None = None,
         **extra: Tensor,
     ) -> LossOutput:
         """Args: student ``(..., C)`` logits, teacher dense or top-k, the hard loss
-        value (needed when its weight is > 0), the position mask, extra terms."""
+        value (needed when its weight is > 0), the position mask, optional
+        per-position weights of the soft term, extra terms."""
         parts: dict[str, Tensor] = dict(extra)
         if self.weighted.weights["soft"] > 0:
-            parts["soft"] = self.soft_term(student_logits, teacher, mask)
+            parts["soft"] = self.soft_term(student_logits, teacher, mask, weights)
         if self.weighted.weights["hard"] > 0:
             if hard is None:
                 raise ValueError("hard_weight > 0 but no hard-label loss was given")
