@@ -12,6 +12,7 @@ MODULES = [
     "asr_kd.distill.ensemble",
     "asr_kd.distill.cache",
     "asr_kd.distill.hints",
+    "asr_kd.distill.specialists",
     "asr_kd.models.acoustic",
     "asr_kd.asr.decode",
     "asr_kd.asr.score",

@@ -8,6 +8,7 @@ Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
 - ``ensemble``: arithmetic / geometric mean of member distributions.
 - ``cache``: teacher outputs stored top-k per ID, sharded, fingerprinted.
 - ``hints``: intermediate-layer distillation through forward hooks.
+- ``specialists``: generalist + specialists with a dustbin class (the paper's Section 5).
 """
 
 from .cache import CacheError, CacheWriter, TeacherCache

@@ -1,0 +1,197 @@
+"""Specialist ensembles (the paper's Section 5): a generalist plus specialists with a dustbin.
+
+- :func:`cluster_classes`: class subsets by K-means on the columns of the
+  covariance matrix of the generalist's predictions (no true labels needed),
+  normalised to correlations: raw covariance columns are dominated by each
+  class's own variance, and a test with planted confusable groups failed with
+  them (a 2-class group split in two) and passes with correlations.
+- A specialist sees ``|S| + 1`` classes: its subset ``S`` and one dustbin for
+  all the others. :func:`specialist_labels` and :func:`collapse_to_specialist`
+  map hard labels and full distributions into that space;
+  :func:`specialist_batch_indices` draws training data half from the subset,
+  half at random; :func:`raise_dustbin` then adds ``log(oversampling)`` to the
+  dustbin logit, as the paper does.
+- :func:`active_specialists` and :func:`combine_specialists`: at inference, the
+  specialists whose subset holds one of the generalist's top-``n`` classes
+  are active, and the full distribution ``q = softmax(z)`` minimises
+  ``KL(p_g || q) + sum_m KL(p_m || q_m)``, where ``q_m`` is ``q`` with its mass
+  outside ``S_m`` summed into the dustbin. There is no closed form; ``z`` is
+  found by gradient steps per case (batched here). The resulting ``q`` can
+  serve as soft targets for distilling the whole ensemble into one net, which
+  the paper did not do.
+
+Example
+-------
+>>> import torch
+>>> p_g = torch.tensor([[0.5, 0.3, 0.1, 0.1]]).log()
+>>> subsets = [[0, 1]]
+>>> # the specialist is sure it is class 1 among {0, 1}, and agrees on the dustbin mass
+>>> p_m = torch.tensor([[0.02, 0.78, 0.2]]).log()
+>>> q = combine_specialists(p_g, [p_m], subsets, torch.tensor([[True]])).exp()
+>>> bool(q[0, 1] > q[0, 0])
+True
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def cluster_classes(
+    probs: Tensor, num_clusters: int, iterations: int = 100, seed: int = 0
+) -> list[list[int]]:
+    """Disjoint class subsets from K-means on the correlation columns of ``probs``.
+
+    Args:
+        probs: ``(N, C)`` generalist probabilities on (unlabelled) data.
+        num_clusters: number of subsets (specialists).
+
+    Returns non-empty sorted class lists, ordered by their smallest class.
+    """
+    n, c = probs.shape
+    if not 1 <= num_clusters <= c:
+        raise ValueError(f"num_clusters must be in 1..{c} (the classes), got {num_clusters}")
+    points = torch.corrcoef(probs.double().T).nan_to_num(0.0)  # row j: class j vs every class
+    g = torch.Generator().manual_seed(seed)
+    # k-means++ initialisation
+    centres = [points[int(torch.randint(c, (1,), generator=g))]]
+    for _ in range(1, num_clusters):
+        d2 = torch.cdist(points, torch.stack(centres)).min(1).values.pow(2)
+        pick = torch.multinomial(d2 / d2.sum() if d2.sum() > 0 else torch.ones(c) / c, 1, generator=g)
+        centres.append(points[int(pick)])
+    centre = torch.stack(centres)
+    assign = torch.cdist(points, centre).argmin(1)
+    for _ in range(iterations):
+        for k in range(num_clusters):
+            members = assign == k
+            if members.any():
+                centre[k] = points[members].mean(0)
+            else:  # an empty cluster takes the point farthest from its centre
+                far = torch.cdist(points, centre).min(1).values.argmax()
+                centre[k] = points[far]
+        new = torch.cdist(points, centre).argmin(1)
+        if torch.equal(new, assign):
+            break
+        assign = new
+    subsets = [sorted(torch.nonzero(assign == k).flatten().tolist()) for k in range(num_clusters)]
+    return sorted((s for s in subsets if s), key=lambda s: s[0])
+
+
+def _check_subset(subset: Sequence[int], num_classes: int) -> Tensor:
+    idx = torch.as_tensor(list(subset), dtype=torch.long)
+    if idx.numel() == 0 or len(set(idx.tolist())) != idx.numel():
+        raise ValueError(f"a specialist subset must be non-empty and without repeats, got {list(subset)}")
+    if idx.min() < 0 or idx.max() >= num_classes:
+        raise ValueError(f"subset {list(subset)} has classes outside 0..{num_classes - 1}")
+    return idx
+
+
+def specialist_labels(labels: Tensor, subset: Sequence[int], num_classes: int) -> Tensor:
+    """Full labels -> specialist labels: position in ``subset``, or ``len(subset)`` (dustbin)."""
+    idx = _check_subset(subset, num_classes)
+    table = torch.full((num_classes,), len(idx), dtype=torch.long)
+    table[idx] = torch.arange(len(idx))
+    return table[labels]
+
+
+def collapse_to_specialist(log_probs: Tensor, subset: Sequence[int]) -> Tensor:
+    """``(..., C)`` log-probs -> ``(..., |S| + 1)``: the subset's, then the dustbin's (all others)."""
+    idx = _check_subset(subset, log_probs.shape[-1])
+    outside = torch.ones(log_probs.shape[-1], dtype=torch.bool, device=log_probs.device)
+    outside[idx] = False
+    inside = log_probs[..., idx.to(log_probs.device)]
+    if outside.any():
+        dustbin = torch.logsumexp(log_probs[..., outside], dim=-1, keepdim=True)
+    else:
+        dustbin = torch.full_like(inside[..., :1], float("-inf"))
+    return torch.cat([inside, dustbin], dim=-1)
+
+
+def specialist_batch_indices(
+    labels: Tensor, subset: Sequence[int], size: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, float]:
+    """Indices of a training sample half from the subset, half at random, and the oversampling.
+
+    Returns ``(indices, oversampling)`` where ``oversampling`` is the factor by
+    which the subset's share of the sample exceeds its share of ``labels``;
+    pass it to :func:`raise_dustbin` after training.
+    """
+    idx = _check_subset(subset, int(labels.max()) + 1 if labels.numel() else 0)
+    in_subset = torch.isin(labels, idx)
+    pool = torch.nonzero(in_subset).flatten()
+    if pool.numel() == 0:
+        raise ValueError(f"no example of the subset {list(subset)} in the data")
+    half = size // 2
+    chosen = torch.cat(
+        [
+            pool[torch.randint(len(pool), (half,), generator=generator)],
+            torch.randint(len(labels), (size - half,), generator=generator),
+        ]
+    )
+    natural = float(in_subset.float().mean())
+    sampled = float(in_subset[chosen].float().mean())
+    return chosen, sampled / natural
+
+
+def raise_dustbin(logits: Tensor, oversampling: float) -> Tensor:
+    """Add ``log(oversampling)`` to the dustbin (last) logit, undoing the biased sampling's prior."""
+    out = logits.clone()
+    out[..., -1] += torch.log(torch.tensor(float(oversampling)))
+    return out
+
+
+def active_specialists(generalist_log_probs: Tensor, subsets: Sequence[Sequence[int]], top_n: int = 1) -> Tensor:
+    """``(N, M)`` bool: specialist ``m`` is active for case ``i`` when its subset holds one of
+    the generalist's ``top_n`` classes for that case."""
+    num_classes = generalist_log_probs.shape[-1]
+    top = generalist_log_probs.topk(top_n, dim=-1).indices  # (N, top_n)
+    member = torch.zeros(len(subsets), num_classes, dtype=torch.bool)
+    for m, s in enumerate(subsets):
+        member[m, _check_subset(s, num_classes)] = True
+    member = member.to(top.device)
+    return member[:, top].any(-1).T  # (N, M)
+
+
+def combine_specialists(
+    generalist_log_probs: Tensor,
+    specialist_log_probs: Sequence[Tensor],
+    subsets: Sequence[Sequence[int]],
+    active: Tensor,
+    steps: int = 300,
+    lr: float = 0.1,
+) -> Tensor:
+    """Full ``(N, C)`` log-probs minimising ``KL(p_g||q) + sum_m active_m KL(p_m||q_m)``.
+
+    Args:
+        generalist_log_probs: ``(N, C)``.
+        specialist_log_probs: per specialist ``(N, |S_m| + 1)`` (dustbin last).
+        subsets: each specialist's classes.
+        active: ``(N, M)`` bool from :func:`active_specialists`.
+        steps, lr: Adam steps on the logits ``z`` of ``q``, started at ``log p_g``.
+    """
+    if len(specialist_log_probs) != len(subsets) or active.shape[-1] != len(subsets):
+        raise ValueError("need one specialist output and one active column per subset")
+    p_g = generalist_log_probs.detach().float()
+    z = p_g.clone().requires_grad_(True)
+    if not active.any():
+        return torch.log_softmax(p_g, -1)
+    targets = [lp.detach().float() for lp in specialist_log_probs]
+    weights = active.float()
+    opt = torch.optim.Adam([z], lr=lr)
+
+    def kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+        p = log_p.exp()
+        return torch.where(p > 0, p * (log_p - log_q), p.new_zeros(())).sum(-1)
+
+    for _ in range(steps):
+        log_q = torch.log_softmax(z, -1)
+        loss = kl(p_g, log_q)
+        for m, subset in enumerate(subsets):
+            loss = loss + weights[:, m] * kl(targets[m], collapse_to_specialist(log_q, subset))
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    return torch.log_softmax(z.detach(), -1)
