@@ -119,6 +119,6 @@ def test_cache_made_with_another_front_end_is_refused(tmp_path):
         for item in train:
             w.add(item["id"], torch.randn(3, VOCAB))  # wrong frame count
     kd = DistillationLoss(temperature=1.0)
-    student = make_brain(8, tmp_path, "student", kd=kd, teacher_cache=TeacherCache(tmp_path / "cache"))
+    student = make_brain(8, tmp_path, "student", kd=kd, teacher_cache=TeacherCache(tmp_path / "cache", fingerprint={}))
     with pytest.raises(RuntimeError, match="share the front end"):
         student.fit(range(1, 2), train, None, train_loader_kwargs={"batch_size": 4})

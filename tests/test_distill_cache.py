@@ -45,7 +45,7 @@ def test_batch_pads_and_masks(tmp_path):
     with CacheWriter(tmp_path, num_classes=50, k=4, fingerprint=FP) as w:
         for i in ("a", "bb", "ccc"):
             w.add(i, outputs_for(i))
-    cache = TeacherCache(tmp_path)
+    cache = TeacherCache(tmp_path, fingerprint=FP)
     top, mask = cache.batch(["ccc", "a"])
     lengths = [cache.num_frames("ccc"), cache.num_frames("a")]
     assert mask.sum(1).tolist() == lengths
@@ -57,7 +57,7 @@ def test_full_k_round_trip_is_the_dense_distribution(tmp_path):
     logits = torch.randn(6, 12)
     with CacheWriter(tmp_path, num_classes=12, k=99, fingerprint=FP) as w:
         w.add("u", logits)
-    dense = TeacherCache(tmp_path)["u"].to_dense(12)
+    dense = TeacherCache(tmp_path, fingerprint=FP)["u"].to_dense(12)
     torch.testing.assert_close(dense.exp().sum(-1), torch.ones(6), atol=5e-3, rtol=0)
     torch.testing.assert_close(dense, torch.log_softmax(logits, -1), atol=1e-2, rtol=1e-3)
 
@@ -80,51 +80,85 @@ def test_duplicate_id_refused(tmp_path):
             w.add("u", outputs_for("u"))
             w.add("u", outputs_for("u"))
     with pytest.raises(CacheError, match="incomplete"):  # the exception left it unfinished
-        TeacherCache(tmp_path)
+        TeacherCache(tmp_path, fingerprint=FP)
 
 
 WRITER = textwrap.dedent(
     """
-    import sys, time, torch
+    import os, sys, time, torch
     sys.path.insert(0, {tests!r})
     from test_distill_cache import FP, outputs_for
     from asr_kd.distill import CacheWriter
+    block = os.environ.get("BLOCK_AFTER_SHARDS")
     w = CacheWriter({root!r}, num_classes=50, k=8, fingerprint=FP, shard_size=3)
     for i in range(300):
         item = f"utt{{i:03d}}"
         if item in w:
             continue
         w.add(item, outputs_for(item))
-        time.sleep(0.01)
+        if block and len(w._shards) >= int(block) and len(w._pending) == 2:
+            open({ready!r}, "w").close()  # 4 shards written, 2 items pending: kill me now
+            time.sleep(120)
     w.close()
     """
 )
 
 
 def test_cache_killed_mid_write_is_detected_and_resumed(tmp_path):
-    root = tmp_path / "cache"
-    script = WRITER.format(tests=os.path.dirname(__file__), root=str(root))
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 60
-    while len(list(root.glob("shard-*.pt"))) < 4 and time.time() < deadline:
+    root, ready = tmp_path / "cache", tmp_path / "ready"
+    script = WRITER.format(tests=os.path.dirname(__file__), root=str(root), ready=str(ready))
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "BLOCK_AFTER_SHARDS": "4"})
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(list(root.glob("shard-*.pt"))) >= 4
-    (root / "shard-09999.pt.tmp").write_bytes(b"half a shard")  # as a kill inside torch.save leaves
+    assert ready.exists(), "the writer never reached the kill point"
+    (root / "shard-00004.pt.tmp").write_bytes(b"half a shard")  # as a kill inside torch.save leaves
 
     with pytest.raises(CacheError, match="incomplete"):
-        TeacherCache(root)
-    partial = TeacherCache(root, allow_incomplete=True)
-    assert 12 <= len(partial) < 300
-    assert len(partial) % 3 == 0  # only whole shards are visible
+        TeacherCache(root, fingerprint=FP)
+    partial = TeacherCache(root, fingerprint=FP, allow_incomplete=True)
+    assert len(partial) == 12  # 4 whole shards; the 2 pending items and the .tmp are not visible
 
     # Resume: finished shards are kept, the stale .tmp deleted, the rest written.
     subprocess.run([sys.executable, "-c", script], check=True)
     cache = TeacherCache(root, fingerprint=FP)
     assert sorted(cache.ids()) == [f"utt{i:03d}" for i in range(300)]
     assert not list(root.glob("*.tmp"))
-    assert torch.equal(cache["utt007"].indices, TopK.from_logits(outputs_for("utt007"), 8).indices)
+    assert torch.equal(cache["utt013"].indices, TopK.from_logits(outputs_for("utt013"), 8).indices)
+
+
+def test_resume_after_a_deleted_shard_never_overwrites(tmp_path):
+    """A shard deleted (as the corrupt-shard message advises) is redone; none is overwritten."""
+    def write(ids):
+        with CacheWriter(tmp_path, num_classes=50, k=4, fingerprint=FP, shard_size=1) as w:
+            for i in ids:
+                if i not in w:
+                    w.add(i, outputs_for(i))
+
+    write(["u0", "u1", "u2"])
+    (tmp_path / "shard-00001.pt").unlink()
+    write(["u0", "u1", "u2", "u3"])
+    assert sorted(TeacherCache(tmp_path, fingerprint=FP).ids()) == ["u0", "u1", "u2", "u3"]
+
+
+def test_one_writer_at_a_time_and_no_orphan_shards(tmp_path):
+    first = CacheWriter(tmp_path / "a", num_classes=50, k=4, fingerprint=FP)
+    with pytest.raises(CacheError, match="another process is writing"):
+        CacheWriter(tmp_path / "a", num_classes=50, k=4, fingerprint=FP)
+    first.close()
+    CacheWriter(tmp_path / "a", num_classes=50, k=4, fingerprint=FP).close()  # free again
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "shard-00000.pt").write_bytes(b"x")
+    with pytest.raises(CacheError, match="no meta.json"):
+        CacheWriter(tmp_path / "b", num_classes=50, k=4, fingerprint=FP)
+
+
+def test_topk_indices_out_of_range_refused(tmp_path):
+    with CacheWriter(tmp_path, num_classes=5, k=2, fingerprint=FP) as w:
+        with pytest.raises(ValueError, match="outside 0..4"):
+            w.add("u", TopK(torch.zeros(3, 2), torch.tensor([[0, 7]] * 3)))
 
 
 def test_corrupt_shard_is_reported(tmp_path):
@@ -133,4 +167,4 @@ def test_corrupt_shard_is_reported(tmp_path):
     shard = next(tmp_path.glob("shard-*.pt"))
     shard.write_bytes(shard.read_bytes()[:40])
     with pytest.raises(CacheError, match="unreadable cache shard"):
-        TeacherCache(tmp_path)
+        TeacherCache(tmp_path, fingerprint=FP)

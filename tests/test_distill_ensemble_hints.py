@@ -86,3 +86,10 @@ def test_hint_loss_cosine_is_zero_for_identical_features_and_errors_are_clear():
     narrow(x), net(x)
     with pytest.raises(ValueError, match="give widths"):
         unprojected()
+
+
+def test_zero_weight_member_with_minus_infinity_takes_no_part():
+    dead = torch.tensor([[0.0, float("-inf")]])
+    for method in ("arithmetic", "geometric"):
+        out = combine([A[:, :2], dead], method=method, weights=[1.0, 0.0])
+        torch.testing.assert_close(out, torch.log_softmax(A[:, :2], -1))

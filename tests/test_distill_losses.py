@@ -174,3 +174,15 @@ def test_position_weights():
     assert float(soft_target_loss(z, v, 2.0, mask, w)) == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="weights shape"):
         soft_target_loss(z, v, 2.0, mask, torch.ones(3))
+
+
+def test_minus_infinity_teacher_entries_are_probability_zero():
+    """Log-probs of exactly zero probability (-inf) give a finite loss and gradient."""
+    z = torch.randn(2, 3, requires_grad=True)
+    v = torch.tensor([[0.0, float("-inf"), -1.0], [float("-inf"), 0.0, 0.0]])
+    finite = torch.tensor([[0.0, -1e5, -1.0], [-1e5, 0.0, 0.0]])
+    for teacher, ref in ((v, finite), (TopK(v, torch.tensor([[0, 1, 2], [0, 1, 2]])), finite)):
+        loss = soft_target_loss(z, teacher, 2.0)
+        (g,) = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss) and torch.all(torch.isfinite(g))
+        assert float(loss) == pytest.approx(float(soft_target_loss(z, ref, 2.0)), rel=1e-6)

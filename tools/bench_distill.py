@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         with CacheWriter(tmp, num_classes=args.classes, k=args.k, fingerprint={"bench": 1}, shard_size=8) as w:
             for b in range(args.batch):
                 w.add(f"utt{b:04d}", TopK(top.log_probs[b].cpu(), top.indices[b].cpu()))
-        cache = TeacherCache(tmp)
+        cache = TeacherCache(tmp, fingerprint={"bench": 1})
         payload = cache.bytes_per_frame()
         on_disk = cache.disk_bytes_per_frame()
     dense_bytes = 4 * args.classes

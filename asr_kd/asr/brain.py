@@ -60,9 +60,6 @@ class CTCBrain(sb.Brain):
         logits, out_lengths = self.modules.model(feats, lengths)
         return logits, out_lengths
 
-    def _frame_mask(self, out_lengths: Tensor, frames: int) -> Tensor:
-        return torch.arange(frames, device=out_lengths.device)[None, :] < out_lengths[:, None]
-
     def compute_objectives(self, predictions, batch, stage):
         logits, out_lengths = predictions
         tokens, rel = batch.tokens
@@ -96,6 +93,12 @@ class CTCBrain(sb.Brain):
 
     def _distillation_loss(self, logits: Tensor, out_lengths: Tensor, ctc: Tensor, ids: Sequence[str]):
         cache: TeacherCache = self.hparams.teacher_cache
+        if not cache.checked:
+            raise RuntimeError(
+                f"teacher cache {cache.root} was opened without a fingerprint; open it with the "
+                "recipe's fingerprint (features, subsampling, tokenizer, teachers) so a cache made "
+                "for another configuration is refused"
+            )
         frames = [cache.num_frames(i) for i in ids]
         for utt, n_cached, n_out in zip(ids, frames, out_lengths.tolist()):
             if n_cached != n_out:

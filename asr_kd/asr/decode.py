@@ -89,6 +89,6 @@ class BeamDecoder:
             pad = emissions.new_full((*emissions.shape[:2], self._pad), float("-inf"))
             emissions = torch.cat([emissions, pad], dim=-1)
         results = self.decoder(emissions.contiguous(), lengths.cpu().to(torch.int32))
-        return [
-            [t for t in collapse(r[0].tokens.tolist()) if t < self.num_classes] for r in results
-        ]
+        # flashlight's tokens are already collapsed and blank-free (collapsing again would
+        # merge real doubled letters); they may carry the silence token at the edges.
+        return [[t for t in r[0].tokens.tolist() if 0 < t < self.num_classes] for r in results]

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cache = TeacherCache(args.cache_dir, allow_incomplete=True)
+        cache = TeacherCache(args.cache_dir, fingerprint=None, allow_incomplete=True)
     except CacheError as err:
         raise UserError(str(err)) from None
     frames = sum(cache.num_frames(i) for i in cache.ids())

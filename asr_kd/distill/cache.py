@@ -33,7 +33,7 @@ Example
 >>> with CacheWriter(root, num_classes=10, k=3, fingerprint={"n_mels": 80}) as w:
 ...     w.add("utt1", torch.randn(7, 10))   # dense logits or log-probs, or a TopK
 ...     w.add("utt2", torch.randn(4, 10))
->>> cache = TeacherCache(root, fingerprint={"n_mels": 80})
+>>> cache = TeacherCache(root, fingerprint={"n_mels": 80})   # required: refused if it differs
 >>> cache["utt1"].log_probs.shape, cache["utt1"].indices.dtype
 (torch.Size([7, 3]), torch.int64)
 >>> sorted(cache.ids())
@@ -44,6 +44,7 @@ Example
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -56,6 +57,7 @@ from .targets import TopK
 
 FORMAT = "asr-kd-teacher-cache/1"
 META = "meta.json"
+LOCK = "writer.lock"
 
 
 class CacheError(RuntimeError):
@@ -167,12 +169,30 @@ class CacheWriter:
         self.shard_size = shard_size
         self.fingerprint = dict(fingerprint or {})
         self.index_dtype = torch.int16 if num_classes <= 2**15 else torch.int32
+        # One writer at a time: a second one would delete the first's in-flight shard.
+        self._lock = open(self.root / LOCK, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise CacheError(f"another process is writing the teacher cache {self.root}; wait for it") from None
         for stale in self.root.glob("*.tmp"):  # left by a killed writer: redo its items
             stale.unlink()
+        if not (self.root / META).exists() and any(self.root.glob("shard-*.pt")):
+            self._release()
+            raise CacheError(
+                f"{self.root} holds cache shards but no meta.json, so their origin cannot be checked; "
+                "delete the directory and rebuild the cache"
+            )
         if (self.root / META).exists():
             meta = _read_meta(self.root)
-            _check_fingerprint(self.root, meta["fingerprint"], self.fingerprint)
+            try:
+                _check_fingerprint(self.root, meta["fingerprint"], self.fingerprint)
+            except CacheError:
+                self._release()
+                raise
             if (meta["k"], meta["num_classes"]) != (self.k, num_classes):
+                self._release()
                 raise CacheError(
                     f"teacher cache {self.root} holds k={meta['k']} of {meta['num_classes']} classes, "
                     f"asked for k={self.k} of {num_classes}; use another directory or delete it"
@@ -213,6 +233,10 @@ class CacheWriter:
             if outputs.k != self.k:
                 raise ValueError(f"TopK has k={outputs.k}, the cache stores k={self.k}")
             top = outputs
+            if top.indices.numel() and (top.indices.min() < 0 or top.indices.max() >= self.num_classes):
+                raise ValueError(
+                    f"TopK for {item_id!r} has class indices outside 0..{self.num_classes - 1}"
+                )
         else:
             if outputs.shape[-1] != self.num_classes:
                 raise ValueError(
@@ -241,7 +265,12 @@ class CacheWriter:
             "log_probs": torch.cat([lp for _, lp, _ in self._pending]),
             "indices": torch.cat([ix for _, _, ix in self._pending]),
         }
-        path = self.root / f"shard-{len(self._shards):05d}.pt"
+        # Next number after the highest existing one: never overwrite a shard, even when
+        # one in the middle was deleted (its items are then simply missing and redone).
+        number = 1 + max((int(p.stem.split("-")[1]) for p in self._shards), default=-1)
+        path = self.root / f"shard-{number:05d}.pt"
+        if path.exists():
+            raise CacheError(f"{path} exists already; is another process writing this cache?")
         _write_atomic(path, lambda tmp: torch.save(shard, tmp))
         self._shards.append(path)
         self._done.update(shard["ids"])
@@ -251,8 +280,16 @@ class CacheWriter:
 
     def close(self, complete: bool = True) -> None:
         """Flush, and mark the cache complete (readable) when ``complete``."""
-        self.flush()
-        self._write_meta(complete=complete)
+        try:
+            self.flush()
+            self._write_meta(complete=complete)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
     def __enter__(self) -> "CacheWriter":
         return self
@@ -274,15 +311,16 @@ class TeacherCache:
 
     Args:
         root: cache directory.
-        fingerprint: the reader's configuration; refused when it differs from
-            the stored one (``None`` skips the check).
+        fingerprint: the reader's configuration, required: refused when it
+            differs from the stored one. Pass ``None`` explicitly only to
+            inspect a cache (``checked`` is then False, and training refuses it).
         allow_incomplete: read the finished shards of an unfinished cache.
     """
 
     def __init__(
         self,
         root: str | os.PathLike,
-        fingerprint: Mapping[str, Any] | None = None,
+        fingerprint: Mapping[str, Any] | None,
         allow_incomplete: bool = False,
     ):
         self.root = Path(root)
@@ -294,6 +332,7 @@ class TeacherCache:
                 "writer was interrupted or is still running). Rerun the stage that produces it to resume."
             )
         _check_fingerprint(self.root, meta["fingerprint"], fingerprint)
+        self.checked = fingerprint is not None
         self.meta = meta
         self.k: int = meta["k"]
         self.num_classes: int = meta["num_classes"]

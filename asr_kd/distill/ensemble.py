@@ -62,8 +62,10 @@ def combine(
             f"need {len(members)} non-negative member weights with a positive sum, got {list(weights)}"
         )
     total = float(sum(weights))
-    w = torch.tensor([x / total for x in weights], dtype=torch.float32, device=members[0].device)
-    log_p = torch.stack([torch.log_softmax(m.float(), dim=-1) for m in members])  # (M, ..., C)
+    # Members with weight 0 take no part (their -inf log-probs would give 0 * -inf = NaN).
+    kept = [(m, x / total) for m, x in zip(members, weights) if x > 0]
+    w = torch.tensor([x for _, x in kept], dtype=torch.float32, device=members[0].device)
+    log_p = torch.stack([torch.log_softmax(m.float(), dim=-1) for m, _ in kept])  # (M, ..., C)
     w = w.view(-1, *([1] * (log_p.dim() - 1)))
     if method == "arithmetic":
         out = torch.logsumexp(log_p + torch.log(w), dim=0)

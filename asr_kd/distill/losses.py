@@ -81,6 +81,11 @@ def _as_float(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+#: Below this a log-probability is 0 in float32 and float64 alike (exp(-1e4) == 0); clamping
+#: -inf to it keeps 0 * log 0 at 0 without changing any value.
+_LOG_FLOOR = -1e4
+
+
 class _SoftKL(torch.autograd.Function):
     """Per-position ``KL(p_T || q_T)`` with a closed-form backward, ``(q - p) / T``.
 
@@ -115,12 +120,13 @@ class _SoftKL(torch.autograd.Function):
             if teacher is not None:
                 log_p = torch.log_softmax(t2[rs] / temperature, dim=-1)
                 p = log_p.exp()
-                kl[rs] = torch.einsum("rc,rc->r", p, log_p.sub_(log_q))
+                # clamp: a -inf teacher log-prob (p = 0) would make 0 * -inf = NaN
+                kl[rs] = torch.einsum("rc,rc->r", p, log_p.clamp_(min=_LOG_FLOOR).sub_(log_q))
                 grad = log_q.exp_().sub_(p)
             else:
                 log_p, idx = lp2[rs], ix2[rs]
                 p = log_p.exp()
-                kl[rs] = torch.einsum("rk,rk->r", p, log_p - log_q.gather(-1, idx))
+                kl[rs] = torch.einsum("rk,rk->r", p, log_p.clamp(min=_LOG_FLOOR) - log_q.gather(-1, idx))
                 grad = log_q.exp_().scatter_add_(-1, idx, -p)
             torch.div(grad, temperature, out=factor[rs])
         ctx.save_for_backward(factor.view(student.shape))
