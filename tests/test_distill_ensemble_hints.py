@@ -93,3 +93,19 @@ def test_zero_weight_member_with_minus_infinity_takes_no_part():
     for method in ("arithmetic", "geometric"):
         out = combine([A[:, :2], dead], method=method, weights=[1.0, 0.0])
         torch.testing.assert_close(out, torch.log_softmax(A[:, :2], -1))
+
+
+def test_hints_on_packed_lstm_outputs_respect_the_frame_mask():
+    """The project's acoustic model feeds its LSTM packed sequences; hints must see (B, T, F)."""
+    from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel
+
+    cfg = AcousticConfig(num_classes=5, n_mels=8, hidden=8, conv_channels=2, layers=1)
+    teacher, student = CTCAcousticModel(cfg), CTCAcousticModel(cfg.scaled(0.5))
+    hints = HintLoss(student, teacher, [("encoder", "encoder")], widths=[(8, 16)])
+    feats, lengths = torch.randn(2, 40, 8), torch.tensor([40, 17])
+    with torch.no_grad():
+        _, n = teacher(feats, lengths)
+    student(feats, lengths)
+    mask = torch.arange(10)[None, :] < n[:, None]
+    loss = hints(mask)
+    assert loss.shape == () and torch.isfinite(loss)

@@ -1,5 +1,7 @@
 """Specialist ensembles: class clustering, dustbin mapping, and the KL-minimising combination."""
 
+import math
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from asr_kd.distill.specialists import (
     cluster_classes,
     collapse_to_specialist,
     combine_specialists,
+    dustbin_shift,
     raise_dustbin,
     specialist_batch_indices,
     specialist_labels,
@@ -38,13 +41,33 @@ def test_labels_and_distributions_map_to_subset_plus_dustbin():
         specialist_labels(labels, [3, 12], 10)
 
 
-def test_half_from_subset_sampling_and_dustbin_correction():
+def test_half_from_subset_sampling():
     labels = torch.arange(10).repeat(100)  # each class 10%
-    idx, over = specialist_batch_indices(labels, [2, 3], 2000, torch.Generator().manual_seed(0))
+    idx, shift = specialist_batch_indices(labels, [2, 3], 4000, torch.Generator().manual_seed(0))
     share = float(torch.isin(labels[idx], torch.tensor([2, 3])).float().mean())
-    assert 0.55 < share < 0.65 and over == pytest.approx(share / 0.2)
-    logits = torch.zeros(1, 3)
-    assert raise_dustbin(logits, 2.0)[0, -1] == pytest.approx(torch.log(torch.tensor(2.0)))
+    assert 0.57 < share < 0.63  # expected 1/2 + 0.2/2 = 0.6
+    assert shift == pytest.approx(dustbin_shift(0.2, 0.6))
+
+
+def test_dustbin_shift_recovers_the_natural_posterior_by_bayes():
+    """A specialist that is Bayes-optimal under the oversampled prior, once shifted,
+    gives the natural-prior posterior collapsed to subset + dustbin."""
+    torch.manual_seed(2)
+    prior = torch.softmax(torch.randn(6), -1)
+    subset = [1, 4]
+    likelihood = torch.rand(5, 6)  # p(x | class) for 5 inputs
+    n = float(prior[subset].sum())
+    s = 0.5 + 0.5 * n
+    scale = torch.full((6,), (1 - s) / (1 - n))
+    scale[subset] = s / n
+    natural = torch.log(prior * likelihood)
+    sampled = torch.log(prior * scale * likelihood)
+    specialist = collapse_to_specialist(sampled, subset)  # unnormalised logits
+    corrected = torch.log_softmax(raise_dustbin(specialist, dustbin_shift(n, s)), -1)
+    expected = collapse_to_specialist(torch.log_softmax(natural, -1), subset)
+    torch.testing.assert_close(corrected, expected, atol=1e-5, rtol=1e-5)
+    paper = torch.log_softmax(raise_dustbin(specialist, math.log(s / n)), -1)
+    assert not torch.allclose(paper, expected, atol=1e-3)  # the paper's wording is approximate
 
 
 def test_combination_optimum():
@@ -56,10 +79,14 @@ def test_combination_optimum():
     # specialists that agree with the generalist leave it unchanged
     agree = [collapse_to_specialist(p_g, s) for s in subsets]
     torch.testing.assert_close(combine_specialists(p_g, agree, subsets, active), p_g, atol=1e-4, rtol=0)
-    # an inactive specialist has no effect, however confident
+    # an inactive specialist has no effect, however confident (the other one is active)
     sure = torch.log(torch.tensor([[0.97, 0.01, 0.01, 0.01]])).repeat(4, 1)
-    off = torch.zeros(4, 2, dtype=torch.bool)
-    torch.testing.assert_close(combine_specialists(p_g, [sure, agree[1]], subsets, off), p_g)
+    keen = torch.log(torch.tensor([[0.8, 0.1, 0.1]])).repeat(4, 1)
+    second_only = torch.tensor([[False, True]]).repeat(4, 1)
+    with_sure = combine_specialists(p_g, [sure, keen], subsets, second_only)
+    with_other = combine_specialists(p_g, [agree[0], keen], subsets, second_only)
+    torch.testing.assert_close(with_sure, with_other)
+    assert not torch.allclose(with_sure, p_g, atol=1e-3)
     # an active confident specialist moves mass onto its class, within its subset
     on = torch.tensor([[True, False]]).repeat(4, 1)
     q = combine_specialists(p_g, [sure, agree[1]], subsets, on).exp()

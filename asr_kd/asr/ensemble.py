@@ -42,6 +42,7 @@ def ensemble_log_probs(
             raise ValueError(f"ensemble member {i} produced other frame counts than member 0")
         outputs.append(logits)
         out_lengths = n
+    out_lengths = out_lengths.to(feats.device)
     mask = torch.arange(outputs[0].shape[1], device=feats.device)[None, :] < out_lengths[:, None]
     return combine(outputs, method=method, weights=weights, mask=mask), out_lengths
 

@@ -6,7 +6,8 @@ intermediate layers: student and teacher modules are picked by name
 neither model's code changes. When widths differ, a learned linear projection
 maps the student's features to the teacher's width (train it with the
 student: its parameters are this module's). Features are taken along the last
-dim; a module returning a tuple (an LSTM) contributes its first element.
+dim; a module returning a tuple (an LSTM) contributes its first element, and a
+packed sequence is unpacked to ``(batch, frames, features)`` (zeros past each end).
 
 Example
 -------
@@ -45,9 +46,13 @@ def _module(model: nn.Module, name: str, role: str) -> nn.Module:
     return modules[name]
 
 
-def _first_tensor(output) -> Tensor:
-    while isinstance(output, (tuple, list)):
+def _first_tensor(output, module: nn.Module) -> Tensor:
+    while isinstance(output, (tuple, list)) and not isinstance(output, nn.utils.rnn.PackedSequence):
         output = output[0]
+    if isinstance(output, nn.utils.rnn.PackedSequence):  # an RNN fed packed sequences
+        output, _ = nn.utils.rnn.pad_packed_sequence(
+            output, batch_first=getattr(module, "batch_first", False)
+        )
     if not isinstance(output, Tensor):
         raise TypeError(f"hooked module returned {type(output).__name__}, expected a tensor")
     return output
@@ -102,7 +107,7 @@ class HintLoss(nn.Module):
     @staticmethod
     def _capture(store: dict[int, Tensor], i: int, detach: bool):
         def hook(module, inputs, output):
-            out = _first_tensor(output)
+            out = _first_tensor(output, module)
             store[i] = out.detach() if detach else out
 
         return hook

@@ -9,8 +9,9 @@
   all the others. :func:`specialist_labels` and :func:`collapse_to_specialist`
   map hard labels and full distributions into that space;
   :func:`specialist_batch_indices` draws training data half from the subset,
-  half at random; :func:`raise_dustbin` then adds ``log(oversampling)`` to the
-  dustbin logit, as the paper does.
+  half at random; :func:`raise_dustbin` then corrects the dustbin logit for
+  that oversampling (:func:`dustbin_shift`: the exact log odds ratio, where
+  the paper's wording gives an approximation).
 - :func:`active_specialists` and :func:`combine_specialists`: at inference, the
   specialists whose subset holds one of the generalist's top-``n`` classes
   are active, and the full distribution ``q = softmax(z)`` minimises
@@ -34,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -54,7 +56,7 @@ def cluster_classes(
     n, c = probs.shape
     if not 1 <= num_clusters <= c:
         raise ValueError(f"num_clusters must be in 1..{c} (the classes), got {num_clusters}")
-    points = torch.corrcoef(probs.double().T).nan_to_num(0.0)  # row j: class j vs every class
+    points = torch.corrcoef(probs.detach().double().cpu().T).nan_to_num(0.0)  # small: CPU  # row j: class j vs every class
     g = torch.Generator().manual_seed(seed)
     # k-means++ initialisation
     centres = [points[int(torch.randint(c, (1,), generator=g))]]
@@ -92,8 +94,8 @@ def _check_subset(subset: Sequence[int], num_classes: int) -> Tensor:
 def specialist_labels(labels: Tensor, subset: Sequence[int], num_classes: int) -> Tensor:
     """Full labels -> specialist labels: position in ``subset``, or ``len(subset)`` (dustbin)."""
     idx = _check_subset(subset, num_classes)
-    table = torch.full((num_classes,), len(idx), dtype=torch.long)
-    table[idx] = torch.arange(len(idx))
+    table = torch.full((num_classes,), len(idx), dtype=torch.long, device=labels.device)
+    table[idx.to(labels.device)] = torch.arange(len(idx), device=labels.device)
     return table[labels]
 
 
@@ -113,15 +115,16 @@ def collapse_to_specialist(log_probs: Tensor, subset: Sequence[int]) -> Tensor:
 def specialist_batch_indices(
     labels: Tensor, subset: Sequence[int], size: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, float]:
-    """Indices of a training sample half from the subset, half at random, and the oversampling.
+    """Indices of a training sample half from the subset, half at random, and its dustbin shift.
 
-    Returns ``(indices, oversampling)`` where ``oversampling`` is the factor by
-    which the subset's share of the sample exceeds its share of ``labels``;
-    pass it to :func:`raise_dustbin` after training.
+    Returns ``(indices, shift)``; after training on such samples, pass ``shift`` to
+    :func:`raise_dustbin`. ``shift`` is computed from the expected shares of the
+    subset, ``n`` in ``labels`` and ``s = 1/2 + n/2`` in the samples, by
+    :func:`dustbin_shift`.
     """
-    idx = _check_subset(subset, int(labels.max()) + 1 if labels.numel() else 0)
+    idx = _check_subset(subset, int(labels.max()) + 1 if labels.numel() else 0).to(labels.device)
     in_subset = torch.isin(labels, idx)
-    pool = torch.nonzero(in_subset).flatten()
+    pool = torch.nonzero(in_subset).flatten().cpu()
     if pool.numel() == 0:
         raise ValueError(f"no example of the subset {list(subset)} in the data")
     half = size // 2
@@ -132,14 +135,33 @@ def specialist_batch_indices(
         ]
     )
     natural = float(in_subset.float().mean())
-    sampled = float(in_subset[chosen].float().mean())
-    return chosen, sampled / natural
+    sampled = (half + (size - half) * natural) / size
+    return chosen.to(labels.device), dustbin_shift(natural, sampled)
 
 
-def raise_dustbin(logits: Tensor, oversampling: float) -> Tensor:
-    """Add ``log(oversampling)`` to the dustbin (last) logit, undoing the biased sampling's prior."""
+def dustbin_shift(natural_share: float, sampled_share: float) -> float:
+    """The dustbin-logit increment that undoes oversampling the subset: the log odds ratio.
+
+    With the subset's share ``n`` in the data and ``s`` in the specialist's
+    training samples, Bayes' rule rescales subset classes by ``n/s`` and the
+    dustbin by ``(1-n)/(1-s)``; up to softmax's shift invariance that is
+    ``log(s (1-n) / (n (1-s)))`` added to the dustbin logit alone. The paper
+    words it as "the log of the proportion by which the specialist class is
+    oversampled", ``log(s/n)``, which is close only when ``s`` and ``n`` are small.
+
+    >>> round(dustbin_shift(0.02, 0.51), 3)   # 300 of 15,000 classes, half-from-subset sampling
+    3.932
+    """
+    n, s = natural_share, sampled_share
+    if not (0 < n < 1 and 0 < s < 1):
+        raise ValueError(f"shares must be in (0, 1), got natural {n}, sampled {s}")
+    return math.log(s * (1 - n) / (n * (1 - s)))
+
+
+def raise_dustbin(logits: Tensor, shift: float) -> Tensor:
+    """Add ``shift`` (from :func:`dustbin_shift`) to the dustbin (last) logit."""
     out = logits.clone()
-    out[..., -1] += torch.log(torch.tensor(float(oversampling)))
+    out[..., -1] += shift
     return out
 
 

@@ -98,7 +98,7 @@ class CTCAcousticModel(nn.Module):
         n = lengths
         for conv in self.subsample:
             # Zero what lies past each item's end, so padding never reaches its last frames.
-            x = x * _frame_mask(n, x.shape[2]).to(x.dtype)[:, None, :, None]
+            x = x * _frame_mask(n.to(x.device), x.shape[2]).to(x.dtype)[:, None, :, None]
             x = conv(x)
             n = subsampled_lengths(n, convs=1)
         b, c, t, f = x.shape
