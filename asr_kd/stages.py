@@ -2,8 +2,10 @@
 
 A recipe is a list of :class:`Stage` s run in order (icefall's
 ``--stage`` / ``--stop-stage``). When a stage finishes, a marker file records
-the stage's own config; a later run skips the stage when its marker holds the
-same config, and reruns it (saying which fields changed) otherwise. A stage
+the stage's own config and a digest of the earlier stages' markers; a later
+run skips the stage when both are unchanged, and reruns it otherwise (saying
+which fields changed, or that an earlier stage ran again, so new teachers
+mean a new cache and new students). A stage
 killed midway leaves no marker and runs again; each stage's own work should
 itself skip the items it already finished (trained checkpoints, cached
 utterances), so the rerun resumes rather than restarts.
@@ -25,6 +27,7 @@ stage 2 train: done already, skipped
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -54,6 +57,15 @@ def marker_path(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
     return Path(exp_dir) / "stages" / f"{number:02d}-{stage.name}.done"
 
 
+def _upstream_digest(exp_dir: str | os.PathLike, earlier: Sequence[Stage]) -> str:
+    """Digest of the earlier stages' markers (absent ones included as such)."""
+    h = hashlib.sha256()
+    for number, stage in enumerate(earlier, 1):
+        marker = marker_path(exp_dir, number, stage)
+        h.update(marker.read_bytes() if marker.exists() else f"absent:{stage.name}".encode())
+    return h.hexdigest()
+
+
 def run_stages(
     stages: Sequence[Stage],
     exp_dir: str | os.PathLike,
@@ -68,19 +80,33 @@ def run_stages(
             f"--stage {start} / --stop-stage {stop} out of range: stages are 1..{len(stages)} "
             f"({', '.join(f'{i}={s.name}' for i, s in enumerate(stages, 1))})"
         )
+    for number, stage in enumerate(stages, 1):
+        try:
+            json.dumps(stage.config)
+        except TypeError as err:
+            raise TypeError(
+                f"stage {number} {stage.name}: its config must be JSON data (str, numbers, lists, "
+                f"dicts) to be recorded: {err}"
+            ) from None
     ran = []
     for number, stage in enumerate(stages, 1):
         if not start <= number <= stop:
             continue
         marker = marker_path(exp_dir, number, stage)
         label = f"stage {number} {stage.name}"
+        upstream = _upstream_digest(exp_dir, stages[: number - 1])
         if marker.exists():
-            stored = json.loads(marker.read_text(encoding="utf-8"))["config"]
-            diffs = fingerprint_differences(stored, stage.config, stored_label="last run")
-            if not diffs:
+            stored = json.loads(marker.read_text(encoding="utf-8"))
+            diffs = fingerprint_differences(stored["config"], stage.config, stored_label="last run")
+            if not diffs and stored.get("upstream") == upstream:
                 log(f"{label}: done already, skipped")
                 continue
-            log(f"{label}: config changed since it ran ({'; '.join(diffs)}), running again")
+            reason = (
+                f"config changed since it ran ({'; '.join(diffs)})"
+                if diffs
+                else "an earlier stage ran again since"
+            )
+            log(f"{label}: {reason}, running again")
             marker.unlink()
         log(f"{label}: running")
         began = time.time()
@@ -88,10 +114,8 @@ def run_stages(
         wall = time.time() - began
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(
-            json.dumps({"config": stage.config, "wall_s": round(wall, 1)}, indent=2, sort_keys=True),
-            encoding="utf-8",
-        )
+        record = {"config": stage.config, "upstream": upstream, "wall_s": round(wall, 1), "finished": time.time()}
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, marker)
         log(f"{label}: finished in {wall:.1f} s")
         ran.append(stage.name)

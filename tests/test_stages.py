@@ -22,8 +22,10 @@ def make(log, configs=None, fail_at=None):
 def test_stage_range_and_skip(tmp_path):
     log = []
     assert run_stages(make(log), tmp_path, start=2, stop=2, log=lambda m: None) == ["teachers"]
-    assert run_stages(make(log), tmp_path, log=lambda m: None) == ["prepare", "students"]
-    assert log == ["teachers", "prepare", "students"]
+    # "teachers" ran before "prepare" existed: once "prepare" runs, it is stale
+    assert run_stages(make(log), tmp_path, log=lambda m: None) == ["prepare", "teachers", "students"]
+    assert run_stages(make(log), tmp_path, start=2, log=lambda m: None) == []
+    assert log == ["teachers", "prepare", "teachers", "students"]
     with pytest.raises(ValueError, match="out of range"):
         run_stages(make(log), tmp_path, start=3, stop=2)
 
@@ -37,3 +39,22 @@ def test_interrupted_stage_reruns_and_changed_config_reruns(tmp_path):
     changed = make(log, configs={"students": {"v": 2}})
     assert run_stages(changed, tmp_path, log=messages.append) == ["students"]
     assert any("field 'v': last run has 1, expected 2" in m for m in messages)
+
+
+def test_rerunning_an_earlier_stage_reruns_the_later_ones(tmp_path):
+    log, messages = [], []
+    run_stages(make(log), tmp_path, log=messages.append)
+    changed = make(log, configs={"teachers": {"v": 2}})
+    assert run_stages(changed, tmp_path, log=messages.append) == ["teachers", "students"]
+    assert any("an earlier stage ran again" in m for m in messages)
+    assert run_stages(changed, tmp_path, log=messages.append) == []
+
+
+def test_config_that_cannot_be_recorded_is_refused_before_any_work(tmp_path):
+    from pathlib import Path
+
+    log = []
+    stages = make(log, configs={"students": {"dir": Path("x")}})
+    with pytest.raises(TypeError, match="stage 3 students: its config must be JSON"):
+        run_stages(stages, tmp_path)
+    assert log == []
