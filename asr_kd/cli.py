@@ -23,6 +23,7 @@ from . import __version__
 COMMAND_MODULES: list[str] = [
     "asr_kd.commands.demo",
     "asr_kd.commands.run",
+    "asr_kd.commands.data",
     "asr_kd.commands.cache_info",
 ]
 
@@ -60,4 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m asr_kd.cli` loads this file as __main__, a second copy of the module; run the
+    # real asr_kd.cli so that commands' UserError is the class main() catches.
+    from asr_kd.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,15 @@
+"""The data layer: manifests, validation, corpus preparers, the synthetic corpus, audio, features, tokenizers.
+
+Modules (each does one thing):
+
+- :mod:`~asr_kd.data.manifest`: read/write ``ID,duration,wav,spk_id,wrd`` manifests (CSV or JSONL);
+  ``load_manifest(path, skip_bad=False)`` for training.
+- :mod:`~asr_kd.data.validate`: check every row, report every problem with its row and a fix.
+- :mod:`~asr_kd.data.prepare`: LibriSpeech, Common Voice, a folder of audio + .txt, CSV/JSONL with a mapping.
+- :mod:`~asr_kd.data.synth`: the embedded English corpus (espeak-ng, optional flite voices);
+  :mod:`~asr_kd.data.sentences` writes its text, :mod:`~asr_kd.data.espeak` / :mod:`~asr_kd.data.flite` speak it.
+- :mod:`~asr_kd.data.text`: transcript normalisation.
+- :mod:`~asr_kd.data.audio`: audio I/O (16 kHz mono on load, atomic writes).
+- :mod:`~asr_kd.data.tokenizer`: sentencepiece (unigram/BPE) or characters; id 0 is the CTC blank.
+- :mod:`~asr_kd.data.features`: 80-dim log-Mel filterbanks, global CMVN, SpecAugment.
+"""

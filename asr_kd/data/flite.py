@@ -1,0 +1,48 @@
+"""Optional extra voices from the ``flite`` command (Debian package ``flite``), used when installed.
+
+Example
+-------
+>>> from asr_kd.data.flite import flite_voices, flite_synth
+>>> voices = flite_voices()            # [] when flite is not installed
+>>> if voices:                         # doctest: +SKIP
+...     wav, sr = flite_synth("hello world", "slt", rate=170, pitch=50)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import soundfile as sf
+
+#: 16 kHz flite voices and a typical mean F0 (Hz) for each.
+FLITE_VOICES: dict[str, float] = {"kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 165.0}
+
+
+def flite_voices() -> list[str]:
+    """``flite+NAME`` for each 16 kHz flite voice, or [] when the flite command is missing."""
+    return [f"flite+{v}" for v in FLITE_VOICES] if shutil.which("flite") else []
+
+
+def flite_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> tuple[np.ndarray, int]:
+    """Speak ``text`` with a flite voice; ``rate`` in words/min (170 = normal), ``pitch`` 0-100 (50 = normal)."""
+    text = text.lstrip("- ")  # the command line must not read the text as an option
+    stretch = 170.0 / max(60, rate)
+    f0 = FLITE_VOICES.get(voice, 120.0) * (0.7 + 0.006 * pitch)
+    fd, path = tempfile.mkstemp(suffix=".wav")
+    os.close(fd)
+    try:
+        subprocess.run(
+            ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}",
+             "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", path],
+            check=True, capture_output=True, timeout=120,
+        )
+        wav, sr = sf.read(path, dtype="int16")
+    except (OSError, subprocess.SubprocessError, RuntimeError) as err:
+        raise RuntimeError(f"flite failed for voice {voice!r} on {text[:40]!r}: {err}") from err
+    finally:
+        os.unlink(path)
+    return wav, sr

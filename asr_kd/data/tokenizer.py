@@ -1,0 +1,197 @@
+"""Tokenizers for CTC: sentencepiece (unigram or BPE) or characters; id 0 is always the blank.
+
+A tokenizer is trained on the *train* transcripts only and saved inside the experiment
+folder, so every model of an experiment (teachers and students) shares it.
+
+Example
+-------
+>>> import tempfile
+>>> from asr_kd.data.tokenizer import train_tokenizer, load_tokenizer
+>>> texts = ["HELLO WORLD", "HELLO THERE", "THE WORLD IS WIDE"] * 20
+>>> tok = train_tokenizer(texts, tempfile.mkdtemp(), kind="char")
+>>> tok.decode(tok.encode("HELLO"))
+'HELLO'
+>>> tok.blank, sorted(tok.unknown_chars("HELLO 42"))
+(0, ['2', '4'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+BLANK = "<blank>"
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file is missing or does not match what was asked."""
+
+
+class Tokenizer(Protocol):
+    """What the rest of the project uses."""
+
+    blank: int
+    vocab_size: int  #: including the blank
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def unknown_chars(self, text: str) -> set[str]: ...
+
+
+class CharTokenizer:
+    """One token per character (space included); id 0 is the CTC blank."""
+
+    blank = 0
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.chars = list(chars)
+        self.index = {c: i + 1 for i, c in enumerate(self.chars)}
+        self.vocab_size = len(self.chars) + 1
+        self.path: Path | None = None
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        return cls(sorted({c for t in texts for c in t}))
+
+    def encode(self, text: str) -> list[int]:
+        bad = self.unknown_chars(text)
+        if bad:
+            raise TokenizerError(f"characters not in the tokenizer: {sorted(bad)} in {text[:60]!r}")
+        return [self.index[c] for c in text]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i - 1] for i in ids if 0 < i <= len(self.chars))
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return {c for c in text if c not in self.index}
+
+    def save(self, path: str | os.PathLike) -> None:
+        _atomic_write(Path(path), json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False))
+        self.path = Path(path)
+
+
+class SentencePieceTokenizer:
+    """A sentencepiece model; token ids are shifted by one so that 0 is the CTC blank."""
+
+    blank = 0
+
+    def __init__(self, model_file: str | os.PathLike) -> None:
+        import sentencepiece as spm
+
+        self.path = Path(model_file)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        except (OSError, RuntimeError) as err:
+            raise TokenizerError(f"{model_file}: not a sentencepiece model ({err})") from err
+        self.vocab_size = self.sp.get_piece_size() + 1
+        pieces = [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+        self.charset = {c for p in pieces if not self.sp.is_control(pieces.index(p)) for c in p.replace("\u2581", " ")}
+        self.charset.add(" ")
+
+    def encode(self, text: str) -> list[int]:
+        return [i + 1 for i in self.sp.encode(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.sp.decode([i - 1 for i in ids if i > 0])
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return {c for c in text if c not in self.charset}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _texts(source) -> list[str]:
+    if isinstance(source, (str, os.PathLike)):
+        from .manifest import load_manifest
+
+        return [e.wrd for e in load_manifest(source, check_audio=False)]
+    return [t for t in source]
+
+
+def train_tokenizer(
+    source,
+    out_dir: str | os.PathLike,
+    kind: str = "unigram",
+    vocab_size: int = 256,
+    character_coverage: float = 1.0,
+) -> Tokenizer:
+    """Train a tokenizer on the train transcripts and save it in ``out_dir``.
+
+    Args:
+        source: a train manifest path, or an iterable of transcripts.
+        out_dir: the experiment folder (writes ``tokenizer.model`` or ``tokenizer.chars.json``,
+            and ``tokenizer.json`` with the options).
+        kind: ``unigram``, ``bpe`` or ``char``.
+        vocab_size: sentencepiece vocabulary (without the blank); ignored for ``char``.
+
+    A tokenizer already in ``out_dir`` that was trained with the same options on the same
+    text is loaded instead of retrained.
+    """
+    if kind not in ("unigram", "bpe", "char"):
+        raise TokenizerError(f"unknown tokenizer kind {kind!r}; use unigram, bpe or char")
+    texts = _texts(source)
+    if not texts:
+        raise TokenizerError("no transcripts to train the tokenizer on")
+    out = Path(out_dir)
+    digest = hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()
+    meta = {"kind": kind, "vocab_size": vocab_size if kind != "char" else None, "text_sha1": digest,
+            "character_coverage": character_coverage}
+    meta_path = out / "tokenizer.json"
+    model_path = out / ("tokenizer.chars.json" if kind == "char" else "tokenizer.model")
+    if meta_path.exists() and model_path.exists():
+        try:
+            if json.loads(meta_path.read_text()) == meta:
+                return load_tokenizer(model_path)
+        except ValueError:
+            pass
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "char":
+        tok: Tokenizer = CharTokenizer.train(texts)
+        tok.save(model_path)
+    else:
+        import sentencepiece as spm
+
+        prefix = out / f".tokenizer.{os.getpid()}"
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts), model_prefix=str(prefix), vocab_size=vocab_size, model_type=kind,
+                character_coverage=character_coverage, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+                hard_vocab_limit=False, num_threads=1, shuffle_input_sentence=False, minloglevel=2,
+            )
+        except RuntimeError as err:
+            raise TokenizerError(f"sentencepiece could not train ({err}); try a smaller vocab_size") from err
+        os.replace(f"{prefix}.model", model_path)
+        Path(f"{prefix}.vocab").unlink(missing_ok=True)
+        tok = SentencePieceTokenizer(model_path)
+    _atomic_write(meta_path, json.dumps(meta, indent=1))
+    return tok
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load ``tokenizer.model`` (sentencepiece) or ``*.chars.json`` (characters), or a folder holding one."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("tokenizer.model", "tokenizer.chars.json"):
+            if (p / name).exists():
+                return load_tokenizer(p / name)
+        raise TokenizerError(f"{p}: no tokenizer.model or tokenizer.chars.json in this folder; train one first")
+    if not p.exists():
+        raise TokenizerError(f"{p}: tokenizer not found")
+    if p.suffix == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            tok = CharTokenizer(data["chars"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise TokenizerError(f"{p}: not a character tokenizer file ({err})") from err
+        tok.path = p
+        return tok
+    return SentencePieceTokenizer(p)

@@ -1,0 +1,147 @@
+"""Each preparer on a small tree built here from synthesised speech."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_kd.data.audio import resample
+from asr_kd.data.espeak import Espeak
+from asr_kd.data.manifest import read_manifest
+from asr_kd.data.prepare import PrepareError, parse_mapping, prepare
+from asr_kd.data.validate import validate_manifest
+
+# the console script's entry point (python -m asr_kd.cli would run a second copy of the module)
+CLI = [sys.executable, "-c", "import sys; from asr_kd.cli import main; sys.exit(main())"]
+SENTENCES = ["Hello there, my friend.", "The 3 dogs ran home!", "It's a quiet morning.", "Open the door please?"]
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """Four short utterances of synthetic speech at 16 kHz (float32)."""
+    tts = Espeak()
+    out = []
+    for i, s in enumerate(SENTENCES):
+        wav, sr = tts.synth(s, voice=["en-us+m1", "en-gb-x-rp+f2"][i % 2], rate=190)
+        out.append(resample(wav.astype(np.float32) / 32768, sr, 16000))
+    return out
+
+
+def write(path: Path, x: np.ndarray, fmt: str | None = None, sr: int = 16000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, sr, format=fmt)
+
+
+def test_librispeech(tmp_path, speech, capsys):
+    src = tmp_path / "LibriSpeech"
+    for split, spk in (("train-clean-5", "19"), ("dev-clean-2", "84")):
+        ch = src / split / spk / "198"
+        lines = []
+        for i, (x, s) in enumerate(zip(speech, SENTENCES)):
+            uid = f"{spk}-198-{i:04d}"
+            write(ch / f"{uid}.flac", x)
+            lines.append(f"{uid} {s.upper()}")
+        lines.append(f"{spk}-198-0099 THIS ONE HAS NO AUDIO")
+        (ch / f"{spk}-198.trans.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "manifests"
+    result = prepare("librispeech", src, out)
+    assert sorted(result) == ["dev-clean-2", "train-clean-5"]
+    rows = read_manifest(result["train-clean-5"])
+    assert [r.id for r in rows] == [f"19-198-{i:04d}" for i in range(4)]
+    assert {r.spk_id for r in rows} == {"19"}
+    assert rows[1].wrd == "THE THREE DOGS RAN HOME"
+    for r, x in zip(rows, speech):
+        assert abs(r.duration - len(x) / 16000) < 1e-3
+    assert validate_manifest(result["dev-clean-2"]).ok
+    assert "no audio 84-198-0099.flac" in capsys.readouterr().err
+    # second run: complete and same options -> skipped; other options -> redone
+    mtime = result["train-clean-5"].stat().st_mtime_ns
+    prepare("librispeech", src, out)
+    assert "nothing to do" in capsys.readouterr().err
+    assert result["train-clean-5"].stat().st_mtime_ns == mtime
+    prepare("librispeech", src, out, normalise=False)
+    assert read_manifest(result["train-clean-5"])[1].wrd == "THE 3 DOGS RAN HOME!"
+    # one split folder works too
+    one = prepare("librispeech", src / "dev-clean-2", tmp_path / "one")
+    assert list(one) == ["dev-clean-2"]
+
+
+def test_commonvoice(tmp_path, speech):
+    src = tmp_path / "cv-corpus" / "en"
+    header = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\n"
+    for name, idx in (("train.tsv", [0, 1]), ("dev.tsv", [2]), ("test.tsv", [3])):
+        rows = []
+        for i in idx:
+            clip = f"common_voice_en_{i}.mp3"
+            write(src / "clips" / clip, speech[i], fmt="MP3")
+            rows.append(f"client{i % 2}abcdef0123456789\t{clip}\ts{i}\t{SENTENCES[i]}\t\t2\t0\t\t\t")
+        if name == "train.tsv":
+            rows.append("client9\tmissing.mp3\ts9\tGone.\t\t2\t0\t\t\t")
+        (src / name).write_text(header + "\n".join(rows) + "\n")
+    result = prepare("commonvoice", src, tmp_path / "out")
+    assert sorted(result) == ["test", "train", "valid"]
+    train = read_manifest(result["train"])
+    assert [r.id for r in train] == ["common_voice_en_0", "common_voice_en_1"]
+    assert train[0].wrd == "HELLO THERE MY FRIEND" and train[0].spk_id == "client0abcdef012"
+    assert read_manifest(result["test"])[0].wrd == "OPEN THE DOOR PLEASE"
+    report = validate_manifest(result["train"])
+    assert report.ok, report.format()
+    with pytest.raises(PrepareError, match="train.tsv"):
+        prepare("commonvoice", tmp_path, tmp_path / "x")
+
+
+def test_folder_nested_with_speaker_disjoint_splits(tmp_path, speech):
+    src = tmp_path / "recordings"
+    for s in range(6):
+        for i in range(2):
+            d = src / f"group{s % 2}" / f"speaker{s}"
+            write(d / f"take{i}.{'flac' if i else 'wav'}", speech[(s + i) % 4])
+            (d / f"take{i}.txt").write_text(SENTENCES[(s + i) % 4] + "\n")
+    write(src / "group0" / "orphan.wav", speech[0])  # no transcript: skipped
+    result = prepare("folder", src, tmp_path / "all")
+    rows = read_manifest(result["all"])
+    assert len(rows) == 12 and len({r.id for r in rows}) == 12
+    assert {r.spk_id for r in rows} == {"group0", "group1"}  # default: the first folder below SRC
+    deep = read_manifest(prepare("folder", src, tmp_path / "deep", speaker_depth=2)["all"])
+    assert {r.spk_id for r in deep} == {f"group{s % 2}_speaker{s}" for s in range(6)}
+    assert validate_manifest(result["all"]).ok
+    split = prepare("folder", src, tmp_path / "split", valid=0.2, test=0.2, seed=1, speaker_depth=2)
+    spk = {k: {r.spk_id for r in read_manifest(p)} for k, p in split.items()}
+    assert sorted(spk) == ["test", "train", "valid"]
+    assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["valid"]) and not (spk["valid"] & spk["test"])
+    assert sum(len(v) for v in spk.values()) == 6
+
+
+def test_csv_and_jsonl_with_column_mapping(tmp_path, speech):
+    for i, x in enumerate(speech):
+        write(tmp_path / "audio" / f"a{i}.wav", x)
+    src = tmp_path / "theirs.csv"
+    src.write_text("utt,path,text,speaker,gender\n" + "\n".join(
+        f'u{i},audio/a{i}.wav,"{s}",spk{i % 2},f' for i, s in enumerate(SENTENCES)) + "\n")
+    result = prepare("csv", src, tmp_path / "ours.csv", mapping=parse_mapping("ID=utt,wav=path,wrd=text,spk_id=speaker"))
+    rows = read_manifest(result["theirs"])
+    assert [r.id for r in rows] == ["u0", "u1", "u2", "u3"]
+    assert rows[0].extra == {"gender": "f"} and rows[1].wrd == "THE THREE DOGS RAN HOME"
+    assert validate_manifest(result["theirs"]).ok
+    js = tmp_path / "theirs.jsonl"
+    js.write_text('{"file": "audio/a0.wav", "sentence": "Hi 2 you"}\n')
+    rows = read_manifest(prepare("jsonl", js, tmp_path / "j", mapping={"wav": "file", "wrd": "sentence"})["theirs"])
+    assert rows[0].id == "a0" and rows[0].wrd == "HI TWO YOU"
+    with pytest.raises(PrepareError, match="not in the file"):
+        prepare("csv", src, tmp_path / "bad.csv", mapping={"wrd": "nope"})
+    with pytest.raises(PrepareError, match="OURS=THEIRS"):
+        parse_mapping("wrd")
+
+
+def test_cli_prepare_refuses_bad_input_without_traceback(tmp_path):
+    run = lambda *a: subprocess.run([*CLI, *a], capture_output=True, text=True, timeout=120)
+    out = run("prepare", "librispeech", str(tmp_path / "nowhere"), str(tmp_path / "o"))
+    assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "empty").mkdir()
+    out = run("prepare", "folder", str(tmp_path / "empty"), str(tmp_path / "o"))
+    assert out.returncode == 2 and "no audio files" in out.stderr and "Traceback" not in out.stderr
+    out = run("synth", str(tmp_path / "s"), "--noise", "2")
+    assert out.returncode == 2 and "between 0 and 1" in out.stderr
