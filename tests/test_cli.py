@@ -55,3 +55,14 @@ def test_cache_info_reports_size_and_refuses_a_missing_cache(tmp_path, capsys):
     assert "1 IDs, 50 frames" in out and "top-16 of 100" in out and '"n_mels": 80' in out
     assert main(["cache-info", str(tmp_path / "nothing")]) == 2
     assert "meta.json missing" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    rows = ["ID,duration,wav,spk_id,wrd"] + [f"u{i},1.0,missing/{i}.wav,s,HELLO" for i in range(3000)]
+    (tmp_path / "big.csv").write_text("\n".join(rows) + "\n")
+    proc = subprocess.run(
+        f"{sys.executable} -m asr_kd validate {tmp_path / 'big.csv'} | head -1",
+        shell=True, capture_output=True, text=True, timeout=120,
+    )
+    assert "3000 error(s)" in proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
