@@ -57,6 +57,78 @@ def test_normalisation_rules():
     assert normalise_text("  \t ") == ""
 
 
+def test_sentencepiece_unknown_chars_ignores_unk_and_control_pieces(tmp_path):
+    tok = train_tokenizer(TEXTS, tmp_path, kind="unigram", vocab_size=120)
+    assert "<" not in "".join(TEXTS) and ">" not in "".join(TEXTS)
+    assert {"<", ">"} <= tok.unknown_chars("<unk> hello <>")
+
+
+def test_load_tokenizer_folder_follows_the_last_trained_kind(tmp_path):
+    train_tokenizer(TEXTS, tmp_path, kind="unigram", vocab_size=120)
+    char = train_tokenizer(TEXTS, tmp_path, kind="char")
+    assert not (tmp_path / "tokenizer.model").exists()  # the stale kind is removed on retraining
+    again = load_tokenizer(tmp_path)
+    assert type(again) is type(char) and again.vocab_size == char.vocab_size
+    # even if a stale file of the other kind is there, tokenizer.json decides
+    sp = train_tokenizer(TEXTS, tmp_path / "b", kind="bpe", vocab_size=120)
+    (tmp_path / "b" / "tokenizer.chars.json").write_text((tmp_path / "tokenizer.chars.json").read_text())
+    (tmp_path / "tokenizer.model").write_bytes((tmp_path / "b" / "tokenizer.model").read_bytes())
+    assert type(load_tokenizer(tmp_path)) is type(char)
+    assert type(load_tokenizer(tmp_path / "b")) is type(sp)
+
+
+NORMALISATION_CASES = {
+    "the 1990s": "THE NINETEEN NINETIES",
+    "in the '80s": "IN THE EIGHTIES",
+    "a 3D film": "A THREE D FILM",
+    "an mp3 file": "AN MP THREE FILE",
+    "½ cup": "ONE HALF CUP",
+    "1¾ miles": "ONE AND THREE QUARTERS MILES",
+    "⅔ of them": "TWO THIRDS OF THEM",
+    "x² + y³": "X SQUARED Y CUBED",
+    "10⁶ cells": "TEN TO THE POWER OF SIX CELLS",
+    "H₂O": "H TWO O",
+    "$5": "FIVE DOLLARS",
+    "$1 bill": "ONE DOLLAR BILL",
+    "$2.50": "TWO DOLLARS FIFTY CENTS",
+    "£20": "TWENTY POUNDS",
+    "€3": "THREE EUROS",
+    "5€": "FIVE EUROS",
+    "-7 degrees": "MINUS SEVEN DEGREES",
+    "it was −3": "IT WAS MINUS THREE",
+    "pages 10-20": "PAGES TEN TWENTY",
+    "A-1": "A ONE",
+    "hot -- 3rd day": "HOT THIRD DAY",
+    "a - 5": "A FIVE",
+    "1,000": "ONE THOUSAND",
+    "1,000,000 people": "ONE MILLION PEOPLE",
+    "the 21st century": "THE TWENTY FIRST CENTURY",
+    "٣ apples": "THREE APPLES",
+    "① first": "ONE FIRST",
+    "café": "CAFÉ",
+}
+
+
+@pytest.mark.parametrize("raw", sorted(NORMALISATION_CASES))
+def test_normalisation_spells_every_number(raw):
+    assert normalise_text(raw) == NORMALISATION_CASES[raw]
+
+
+def test_no_digit_survives_normalisation():
+    import re
+    import unicodedata
+
+    cases = list(NORMALISATION_CASES) + [
+        "1990s 2000s 1900s 5s 10s", "v2.0 10am 4x4 B52 R2D2 covid19 3rd 11th 101st 1st2nd",
+        "$ 5 $5.5 £1.01 ¥300 -$5 (-2) 1e10 0.001 .5 5. 12:30 1/2 3/4", "12,34,567 1,0000 99,999,999,999,999,999,999",
+        "⅞ ↉ ⅐ ¼¼ 2½ x¹⁰ 10⁻³ ⁻ ¹²³ ₁₂ ⑳ ⒈ ٠١٢ ۴ ४२ ໕ Ⅻ ⅲ ↀ 𝟗 ９",
+    ]
+    for raw in cases:
+        out = normalise_text(raw)
+        assert not re.search(r"\d", out), (raw, out)
+        assert not any(unicodedata.category(c).startswith("N") for c in out), (raw, out)
+
+
 def test_frames_never_differ_between_teacher_and_student_views():
     torch.manual_seed(0)
     lengths = torch.tensor([16000, 15999, 12345, 4001, 161, 160])

@@ -145,3 +145,72 @@ def test_cli_prepare_refuses_bad_input_without_traceback(tmp_path):
     assert out.returncode == 2 and "no audio files" in out.stderr and "Traceback" not in out.stderr
     out = run("synth", str(tmp_path / "s"), "--noise", "2")
     assert out.returncode == 2 and "between 0 and 1" in out.stderr
+
+
+LATIN1 = "CAF\u00c9 NOIR".encode("latin-1")
+
+
+def test_text_that_is_not_utf8_is_skipped_not_mangled(tmp_path, speech, capsys):
+    # csv
+    for i, x in enumerate(speech[:2]):
+        write(tmp_path / "audio" / f"a{i}.wav", x)
+    src = tmp_path / "theirs.csv"
+    src.write_bytes(b"path,text\naudio/a0.wav," + LATIN1 + b"\naudio/a1.wav,CAF\xc3\x89 OK\n")
+    rows = read_manifest(prepare("csv", src, tmp_path / "c.csv", mapping={"wav": "path", "wrd": "text"})["theirs"])
+    assert [r.wrd for r in rows] == ["CAFÉ OK"]
+    err = capsys.readouterr().err
+    assert "theirs.csv row 1: not UTF-8" in err
+    # librispeech
+    ch = tmp_path / "LS" / "train" / "19" / "198"
+    for i in range(2):
+        write(ch / f"19-198-{i:04d}.flac", speech[i])
+    (ch / "19-198.trans.txt").write_bytes(b"19-198-0000 " + LATIN1 + b"\n19-198-0001 GOOD LINE\n")
+    rows = read_manifest(prepare("librispeech", tmp_path / "LS", tmp_path / "ls")["train"])
+    assert [r.wrd for r in rows] == ["GOOD LINE"]
+    assert "19-198.trans.txt:1: not UTF-8" in capsys.readouterr().err
+    # commonvoice
+    cv = tmp_path / "cv"
+    for i in range(2):
+        write(cv / "clips" / f"c{i}.wav", speech[i])
+    (cv / "train.tsv").write_bytes(b"client_id\tpath\tsentence\nx\tc0.wav\t" + LATIN1 + b"\ny\tc1.wav\tFINE\n")
+    rows = read_manifest(prepare("commonvoice", cv, tmp_path / "cvo")["train"])
+    assert [r.wrd for r in rows] == ["FINE"]
+    assert "train.tsv line 2: not UTF-8" in capsys.readouterr().err
+
+
+def test_csv_skips_duplicate_ids_and_empty_transcripts_and_derives_unique_ids(tmp_path, speech, capsys):
+    for d in ("a", "b"):
+        for i, x in enumerate(speech[:2]):
+            write(tmp_path / d / f"take{i}.wav", x)
+    src = tmp_path / "in.csv"
+    src.write_text("ID,wav,wrd\n"
+                   "u1,a/take0.wav,HELLO\n"
+                   "u1,a/take1.wav,AGAIN\n"       # duplicate ID
+                   "u2,a/take1.wav,!!\n"          # empty after normalisation
+                   ",a/take1.wav,ONE\n"           # ID from the file name: take1 is in a/ and b/
+                   ",b/take1.wav,TWO\n"
+                   ",b/take0.wav,THREE\n")
+    rows = read_manifest(prepare("csv", src, tmp_path / "out.csv")["in"])
+    assert [r.id for r in rows] == ["u1", "a_take1", "b_take1", "take0"]
+    assert all(Path(r.wav).is_absolute() and Path(r.wav).exists() for r in rows)
+    err = capsys.readouterr().err
+    assert "row 2: duplicate ID 'u1'" in err and "row 3: empty transcript" in err
+
+
+def test_rerun_with_splits_removes_the_old_all_csv(tmp_path, speech, capsys):
+    src = tmp_path / "rec"
+    for s in range(4):
+        write(src / f"spk{s}" / "x.wav", speech[s])
+        (src / f"spk{s}" / "x.txt").write_text(SENTENCES[s])
+    out = tmp_path / "out"
+    assert set(prepare("folder", src, out)) == {"all"}
+    assert (out / "all.csv").exists()
+    split = prepare("folder", src, out, valid=0.25, test=0.25)
+    assert set(split) == {"train", "valid", "test"}
+    assert not (out / "all.csv").exists() and all(p.exists() for p in split.values())
+
+
+def test_folder_given_a_file_says_so(tmp_path, speech):
+    write(tmp_path / "one.wav", speech[0])
+    with pytest.raises(PrepareError, match="a file, not a folder"):
+        prepare("folder", tmp_path / "one.wav", tmp_path / "o")

@@ -141,3 +141,15 @@ def test_flite_voices_join_when_installed(tmp_path):
     b, _ = flite_synth("-a dash first", "slt", rate=170, pitch=50)
     slow, _ = flite_synth("-a dash first", "slt", rate=120, pitch=50)
     assert sr == 16000 and len(a) > 8000 and np.array_equal(a, b) and len(slow) > 1.2 * len(a)
+
+
+def test_flite_voices_are_opt_in(tmp_path, monkeypatch):
+    import inspect
+
+    import asr_kd.data.synth as synth
+
+    assert inspect.signature(synthesize_corpus).parameters["extra_voices"].default is False
+    assert not any(v.startswith("flite+") for vs in split_voices(0).values() for v in vs)
+    monkeypatch.setattr(synth, "flite_voices", lambda: [])  # as on a machine without flite
+    with pytest.raises(ValueError, match="flite command is not installed"):
+        synthesize_corpus(tmp_path / "c", preset="tiny", extra_voices=True, progress=False)

@@ -149,3 +149,60 @@ def test_write_read_round_trip(tmp_path):
         assert back[0].wrd == 'SAY "HI"' and back[0].duration == 1.25 and back[0].extra == {"gender": "f"}
         assert back[0].wav == str(tmp_path / "x, y.wav")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("dur", ["nan", "NaN", "inf", "-inf"])
+@pytest.mark.parametrize("check_audio", [True, False])
+def test_non_finite_duration_is_an_error(tmp_path, dur, check_audio):
+    sf.write(tmp_path / "a.wav", tone(0.5), SR)
+    p = tmp_path / "m.csv"
+    p.write_text(f"ID,duration,wav,spk_id,wrd\na,{dur},$data_root/a.wav,s,HI\n")
+    report = validate_manifest(p, check_audio=check_audio)
+    assert not report.ok
+    assert [e.row for e in report.errors] == [1] and "not a finite number" in report.errors[0].message
+    if check_audio:
+        assert "0.500" in report.errors[0].fix  # the fix gives the audio's length
+    if dur == "inf" and not check_audio:  # once through the command line (a subprocess is slow)
+        out = subprocess.run([*CLI, "validate", "--quiet", "--no-audio", str(p)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "finite" in out.stdout
+
+
+@pytest.mark.parametrize("name,text", [("m.csv", "ID,duration,wav,spk_id,wrd\n"), ("m.csv", "ID,duration,wav,spk_id,wrd\n\n\n"),
+                                       ("m.jsonl", ""), ("m.jsonl", "\n\n")])
+def test_manifest_without_rows_fails_validation(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    report = validate_manifest(p)
+    assert not report.ok and any("no rows" in e for e in report.file_errors)
+    with pytest.raises(ManifestError):
+        load_manifest(p)
+    if text.count("\n") == 1 and name == "m.csv":  # once through the command line (a subprocess is slow)
+        out = subprocess.run([*CLI, "validate", "--quiet", str(p)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "no rows" in out.stdout
+
+
+def test_default_charset_takes_what_the_normaliser_keeps(tmp_path):
+    from asr_kd.data.text import normalise_text
+
+    sf.write(tmp_path / "a.wav", tone(0.5), SR)
+    p = tmp_path / "m.csv"
+    good = normalise_text("Café über Ωmega, don't")
+    p.write_text("ID,duration,wav,spk_id,wrd\n"
+                 f"a,0.5,$data_root/a.wav,s,{good}\nb,0.5,$data_root/a.wav,s,lower case\n", encoding="utf-8")
+    report = validate_manifest(p)
+    assert good == "CAFÉ ÜBER ΩMEGA DON'T"
+    assert [e.row for e in report.errors] == [2]
+    assert "--tokenizer" in report.errors[0].fix and "normalise" in report.errors[0].fix
+
+
+def test_data_root_paths_stay_right_when_written_elsewhere(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(src / "a.wav", tone(0.5), SR)
+    write_manifest(src / "m.csv", [Entry("a", 0.5, "$data_root/a.wav", "s", "HI")])
+    rows = read_manifest(src / "m.csv")
+    write_manifest(src / "same.csv", rows)  # same folder: $data_root kept
+    assert "$data_root/a.wav" in (src / "same.csv").read_text()
+    write_manifest(tmp_path / "other" / "m.csv", rows)  # another folder: the absolute path
+    back = read_manifest(tmp_path / "other" / "m.csv")
+    assert back[0].wav == str(src / "a.wav") and "$data_root" not in (tmp_path / "other" / "m.csv").read_text()

@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reverb", type=float, default=0.0, metavar="P", help="share of utterances with reverberation (0-1)")
     p.add_argument("--rt60", type=_range, default=(0.15, 0.6), metavar="LOW:HIGH", help="reverberation time range in s")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--espeak-only", action="store_true", help="do not add flite voices even if flite is installed")
+    p.add_argument("--flite", action="store_true",
+                   help="add the four flite voices (needs the flite command; off by default so that a seed "
+                        "gives the same corpus on every machine)")
     p.add_argument("--force", action="store_true", help="remake even if complete")
     p.set_defaults(func=synth)
 
@@ -123,7 +125,7 @@ def synth(args: argparse.Namespace) -> int:
         result = synthesize_corpus(
             args.out, preset=args.preset, seed=args.seed, text_file=args.text, utterances=args.utterances,
             noise_prob=args.noise, snr_db=args.snr, reverb_prob=args.reverb, rt60=args.rt60, jobs=args.jobs,
-            force=args.force, extra_voices=not args.espeak_only,
+            force=args.force, extra_voices=args.flite,
         )
     except (ValueError, EspeakError) as err:
         raise UserError(str(err)) from err

@@ -197,11 +197,23 @@ def read_manifest(path: str | os.PathLike, data_root: str | os.PathLike | None =
 
 
 def write_manifest(path: str | os.PathLike, entries: Iterable[Entry], extra_columns: Sequence[str] = ()) -> None:
-    """Write entries as CSV or JSONL (by extension): a temporary name, then ``os.replace``."""
+    """Write entries as CSV or JSONL (by extension): a temporary name, then ``os.replace``.
+
+    A ``wav`` read as ``$data_root/...`` is written as it was read if it resolves to the same file
+    from ``path``'s folder, otherwise as the absolute path it was resolved to.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    rows = [e.as_row() for e in entries]
+    root = str(path.resolve().parent)
+    rows = []
+    for e in entries:
+        r = e.as_row()
+        # a $data_root path read from a manifest in another folder would point into this one:
+        # write the path it was resolved to instead
+        if "$" in e.raw_wav and "$" not in e.wav and _resolve(e.raw_wav.strip(), root) != e.wav:
+            r["wav"] = e.wav
+        rows.append(r)
     cols = list(REQUIRED) + [c for c in extra_columns if c not in REQUIRED]
     for r in rows:
         for k in r:
@@ -251,7 +263,7 @@ def load_manifest(
         raise ManifestError(report.format())
     if report.errors and not skip_bad:
         raise ManifestError(
-            report.format() + "\nFix these rows, or pass skip_bad=True (`--skip-bad-rows`) to train without them."
+            report.format() + "\nFix these rows, or call load_manifest(..., skip_bad=True) to train without them."
         )
     bad_rows = {p.row for p in report.errors}
     kept = [e for e in report.entries if e.row not in bad_rows]

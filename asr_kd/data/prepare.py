@@ -79,12 +79,28 @@ def _norm(text: str, normalise: bool) -> str:
     return normalise_text(text) if normalise else " ".join(text.split())
 
 
+def _read_text_lenient(path: Path) -> str:
+    """Read a text file as UTF-8; bytes that are not UTF-8 become lone surrogates (see :func:`_not_utf8`)."""
+    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+
+
+def _not_utf8(*texts: str | None) -> bool:
+    """True if any text holds bytes that were not UTF-8 (read with :func:`_read_text_lenient`)."""
+    return any(isinstance(t, str) and any("\udc80" <= c <= "\udcff" for c in t) for t in texts)
+
+
+_NOT_UTF8 = "not UTF-8 text (e.g. latin-1); re-save the file as UTF-8 (iconv -f latin1 -t utf-8)"
+
+
 # ----- LibriSpeech -----------------------------------------------------------------------------
 def _libri_split(split_dir: Path, normalise: bool, skipped: list[str]) -> list[Entry]:
     entries = []
     for trans in sorted(split_dir.glob("*/*/*.trans.txt")):
-        for lineno, line in enumerate(trans.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        for lineno, line in enumerate(_read_text_lenient(trans).splitlines(), 1):
             if not line.strip():
+                continue
+            if _not_utf8(line):
+                skipped.append(f"{trans}:{lineno}: {_NOT_UTF8}")
                 continue
             uid, _, text = line.strip().partition(" ")
             audio = trans.parent / f"{uid}.flac"
@@ -131,12 +147,15 @@ def prepare_commonvoice(src: Path, out: Path, normalise: bool = True) -> dict[st
     result, skipped = {}, []
     for tsv, split in tsvs:
         entries = []
-        with open(tsv, encoding="utf-8", errors="replace", newline="") as f:
+        with open(tsv, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             need = {"client_id", "path", "sentence"}
             if not need <= set(reader.fieldnames or []):
                 raise PrepareError(f"{tsv}: columns {sorted(need)} expected, found {reader.fieldnames}")
             for row in reader:
+                if _not_utf8(*row.values()):
+                    skipped.append(f"{tsv} line {reader.line_num}: {_NOT_UTF8}")
+                    continue
                 audio = clips / row["path"]
                 if not audio.exists():
                     skipped.append(f"{tsv} line {reader.line_num}: clip not found {audio}")
@@ -179,6 +198,9 @@ def prepare_folder(src: Path, out: Path, normalise: bool = True, valid: float = 
     (``SRC/alice/session1/x.wav`` -> ``alice`` with depth 1, ``alice_session1`` with depth 2);
     depth 0 puts everything under one speaker. Files directly in ``src`` get ``speaker0``.
     """
+    if src.is_file():
+        raise PrepareError(f"{src}: a file, not a folder; pass the folder that holds the audio files and their "
+                           ".txt transcripts (a CSV/JSONL manifest is converted with `prepare csv` / `prepare jsonl`)")
     audio = sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not audio:
         raise PrepareError(f"{src}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found below this folder")
@@ -242,17 +264,45 @@ def prepare_table(src: Path, out: Path, mapping: dict[str, str], normalise: bool
             raise PrepareError(f"{src}: no {need!r} column; map one with --map {need}=COLUMN (columns: {columns})")
     base = src.resolve().parent
     entries, skipped = [], []
+    seen: dict[str, int] = {}
+    stems: dict[str, int] = {}  # file names of the rows without an ID, to derive IDs that do not collide
+    for r in rows:
+        if not (r.get(col["ID"]) or "").strip():
+            stem = Path((r.get(col["wav"]) or "").strip()).stem
+            stems[stem] = stems.get(stem, 0) + 1
     for i, r in enumerate(rows, 1):
-        wav = (r.get(col["wav"]) or "").replace("$data_root", str(base))
-        path = Path(wav) if os.path.isabs(wav) else base / wav
-        uid = r.get(col["ID"]) or path.stem
+        if _not_utf8(*r.values()):
+            skipped.append(f"{src} row {i}: {_NOT_UTF8}")
+            continue
+        wav = (r.get(col["wav"]) or "").strip().replace("$data_root", str(base))
+        if not wav:
+            skipped.append(f"{src} row {i}: empty {col['wav']!r} (no audio path)")
+            continue
+        # relative paths are relative to the source file's folder; the manifest gets absolute ones
+        path = Path(os.path.abspath(wav if os.path.isabs(wav) else base / wav))
+        if (r.get(col["ID"]) or "").strip():
+            uid = r[col["ID"]].strip()
+        elif stems.get(path.stem, 0) <= 1:  # the file name, when no other row's file has it
+            uid = path.stem
+        else:  # same file name in several folders: the folders name the ID too
+            try:
+                uid = "_".join(path.relative_to(base).with_suffix("").parts)
+            except ValueError:
+                uid = "_".join(path.with_suffix("").parts[1:])
         spk = r.get(col["spk_id"]) or "speaker0"
-        extra = {k: v for k, v in r.items() if k not in col.values()}
-        e = Entry(uid, None, str(path), spk, _norm(r.get(col["wrd"]) or "", normalise), extra=extra)
+        extra = {k: v for k, v in r.items() if k not in col.values() and k is not None}
+        text = _norm(r.get(col["wrd"]) or "", normalise)
+        if not text:
+            skipped.append(f"{src} row {i}: empty transcript")
+            continue
+        if uid in seen:
+            skipped.append(f"{src} row {i}: duplicate ID {uid!r} (first in row {seen[uid]}); IDs must be unique")
+            continue
         if not path.exists():
             skipped.append(f"{src} row {i}: audio not found {path}")
             continue
-        entries.append(e)
+        seen[uid] = i
+        entries.append(Entry(uid, None, str(path), spk, text, extra=extra))
     out_path = out if out.suffix.lower() in (".csv", ".jsonl") else out / f"{src.stem}.csv"
     _finish(entries, skipped, out_path)
     _report_skipped(skipped)
@@ -262,7 +312,7 @@ def prepare_table(src: Path, out: Path, mapping: dict[str, str], normalise: bool
 def _read_table(src: Path) -> tuple[list[dict[str, str]], list[str]]:
     if not src.is_file():
         raise PrepareError(f"{src}: not a file; pass the CSV/JSONL manifest to convert")
-    text = src.read_text(encoding="utf-8", errors="replace").lstrip("\ufeff")
+    text = _read_text_lenient(src).lstrip("\ufeff")
     if src.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -324,18 +374,23 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, force: bo
     src, out = Path(src), Path(out)
     if not src.exists():
         raise PrepareError(f"{src}: not found")
+    if kind not in ("csv", "jsonl") and src.is_file():
+        raise PrepareError(f"{src}: a file, not a folder; `prepare {kind}` takes the corpus folder "
+                           "(a CSV/JSONL manifest is converted with `prepare csv` / `prepare jsonl`)")
     stamp_dir = out.parent if out.suffix.lower() in (".csv", ".jsonl") else out
     stamp = stamp_dir / f".prepared-{kind}-{out.stem if stamp_dir != out else 'all'}.json"
     sig = {"kind": kind, "src": str(src.resolve()), "source": _source_signature(src),
            "options": {k: options[k] for k in sorted(options)}}
-    if not force and stamp.exists():
+    old_outputs: list[Path] = []
+    if stamp.exists():
         try:
             old = json.loads(stamp.read_text())
-            if old.get("signature") == sig and all(Path(p).exists() for p in old["outputs"].values()):
+            old_outputs = [Path(p) for p in old["outputs"].values()]
+            if not force and old.get("signature") == sig and all(p.exists() for p in old_outputs):
                 _log(f"{out}: already prepared from {src} with the same options; nothing to do (--force redoes it)")
                 return {k: Path(v) for k, v in old["outputs"].items()}
-        except (ValueError, KeyError):
-            pass
+        except (ValueError, KeyError, TypeError, AttributeError):
+            old_outputs = []
     stamp_dir.mkdir(parents=True, exist_ok=True)
     fn = KINDS[kind]
     if kind in ("csv", "jsonl"):
@@ -346,6 +401,13 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, force: bo
                     speaker_depth=options.get("speaker_depth", 1))
     else:
         result = fn(src, out, normalise=options.get("normalise", True))
+    # outputs of the previous run that this run did not write again (e.g. all.csv, now that there are
+    # splits) would be stale and mislead: remove them (only manifests the previous stamp recorded)
+    new_outputs = {Path(v).resolve() for v in result.values()}
+    for p in old_outputs:
+        if p.resolve() not in new_outputs and p.suffix.lower() in (".csv", ".jsonl") and p.is_file():
+            p.unlink()
+            _log(f"{p}: removed (written by the previous run, not by this one)")
     tmp = stamp.with_suffix(".tmp")
     tmp.write_text(json.dumps({"signature": sig, "outputs": {k: str(v) for k, v in result.items()}}, indent=1))
     os.replace(tmp, stamp)

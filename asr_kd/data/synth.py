@@ -8,8 +8,10 @@ training. Text comes from :class:`~asr_kd.data.sentences.SentenceGenerator` or f
 file (one sentence per line). Optional additive noise at a random SNR and synthetic
 reverberation (exponentially decaying noise impulse responses).
 
-When the ``flite`` command is installed, its four 16 kHz voices join the pool (rms is a
-test voice, awb a valid voice); ``extra_voices=False`` leaves them out.
+The flite voices are opt-in: with ``extra_voices=True`` (``asr-kd synth --flite``) and the
+``flite`` command installed, its four 16 kHz voices join the pool (rms is a test voice, awb a
+valid voice). By default they are left out, so the corpus a seed gives depends only on the
+pip packages, not on whether flite happens to be installed.
 
 Everything is derived from the seed: the same seed and options give the same bytes
 (libespeak-ng keeps state between utterances, so each chunk of utterances is rendered by a
@@ -67,7 +69,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 #: Variants held out of training: valid and test each get their own.
-#: (flite voices, when the flite command is installed, split the same way: rms is a test voice.)
+#: (flite voices, when asked for and installed, split the same way: rms is a test voice.)
 TEST_VARIANTS = ("m3", "f4", "klatt3", "grandpa", "quincy", "steph", "rms")
 VALID_VARIANTS = ("m6", "f2", "aunty", "max", "awb")
 
@@ -228,7 +230,7 @@ def synthesize_corpus(
     jobs: int | None = None,
     progress: bool = True,
     force: bool = False,
-    extra_voices: bool = True,
+    extra_voices: bool = False,
 ) -> dict[str, Path]:
     """Make the synthetic corpus in ``out``; return ``{split: manifest path}``.
 
@@ -242,14 +244,18 @@ def synthesize_corpus(
         reverb_prob, rt60: share of utterances with reverberation, and its RT60 range in s.
         jobs: worker processes (default: all cores).
         force: remake even if a complete corpus with the same options is there.
-        extra_voices: add the flite voices when the flite command is installed (the voice list
-            is part of the options, so a corpus made with them differs from one made without).
+        extra_voices: add the flite voices (opt-in; needs the flite command, else ``ValueError``).
+            The voice list is part of the options, so a corpus made with them differs from
+            one made without.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     counts = tuple(utterances) if utterances else p.utterances
     sentences_from_file = _read_text_file(text_file) if text_file else None
+    if extra_voices and not flite_voices():
+        raise ValueError("flite voices asked for, but the flite command is not installed "
+                         "(install it, e.g. apt-get install flite, or leave out --flite)")
     voices = split_voices(seed, extra_voices=extra_voices)
     chosen = {s: (voices[s][: n] if n else voices[s]) for s, n in zip(SPLITS, p.speakers)}
     opts = SynthOptions(

@@ -88,8 +88,13 @@ class SentencePieceTokenizer:
         except (OSError, RuntimeError) as err:
             raise TokenizerError(f"{model_file}: not a sentencepiece model ({err})") from err
         self.vocab_size = self.sp.get_piece_size() + 1
-        pieces = [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
-        self.charset = {c for p in pieces if not self.sp.is_control(pieces.index(p)) for c in p.replace("\u2581", " ")}
+        # characters of the real pieces only: <unk> and control pieces do not make '<', 'u', ... encodable
+        self.charset = {
+            c
+            for i in range(self.sp.get_piece_size())
+            if not (self.sp.is_unknown(i) or self.sp.is_control(i) or self.sp.is_unused(i))
+            for c in self.sp.id_to_piece(i).replace("\u2581", " ")
+        }
         self.charset.add(" ")
 
     def encode(self, text: str) -> list[int]:
@@ -154,6 +159,9 @@ def train_tokenizer(
         except ValueError:
             pass
     out.mkdir(parents=True, exist_ok=True)
+    # a tokenizer of the other kind left from an earlier run must not be picked up by load_tokenizer
+    other = out / ("tokenizer.model" if kind == "char" else "tokenizer.chars.json")
+    other.unlink(missing_ok=True)
     if kind == "char":
         tok: Tokenizer = CharTokenizer.train(texts)
         tok.save(model_path)
@@ -180,6 +188,15 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Load ``tokenizer.model`` (sentencepiece) or ``*.chars.json`` (characters), or a folder holding one."""
     p = Path(path)
     if p.is_dir():
+        try:  # the options file says which kind was trained last
+            kind = json.loads((p / "tokenizer.json").read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind in ("char", "unigram", "bpe"):
+            name = "tokenizer.chars.json" if kind == "char" else "tokenizer.model"
+            if not (p / name).exists():
+                raise TokenizerError(f"{p}: tokenizer.json names a {kind} tokenizer but {name} is missing; train it again")
+            return load_tokenizer(p / name)
         for name in ("tokenizer.model", "tokenizer.chars.json"):
             if (p / name).exists():
                 return load_tokenizer(p / name)

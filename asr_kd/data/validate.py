@@ -1,10 +1,12 @@
 """Check every row of a manifest and report every problem at once, each with its row and a fix.
 
 Errors (a row with one cannot be trained on): missing audio file, unreadable / truncated /
-not-audio file, zero-length audio, duplicate ID, empty ID, non-positive or wrong duration,
-empty transcript, non-UTF-8 text, characters the tokenizer cannot encode, missing speaker.
+not-audio file, zero-length audio, duplicate ID, empty ID, non-finite, non-positive or wrong
+duration, empty transcript, non-UTF-8 text, characters the tokenizer cannot encode (without a
+tokenizer: anything :func:`asr_kd.data.text.normalise_text` does not produce, see
+:func:`default_unknown_chars`), missing speaker.
 Notes (the row is fine): audio at another sample rate or with several channels, which is
-resampled / downmixed on load.
+resampled / downmixed on load. A manifest without rows is an error of the whole file.
 
 Example
 -------
@@ -19,6 +21,7 @@ data/train.csv: 1200 rows, 2 errors in 2 rows, 1 note
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +31,21 @@ from pathlib import Path
 from .audio import SAMPLE_RATE, AudioError, audio_info, read_audio
 from .manifest import REQUIRED, Entry, read_manifest_raw
 
-#: Characters a transcript may hold when no tokenizer is given: what normalise_text makes of English.
+#: Characters a transcript may hold when no tokenizer is given, besides the letters of
+#: :func:`default_unknown_chars`: apostrophe and space.
 DEFAULT_CHARSET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
+
+
+def default_unknown_chars(text: str) -> set[str]:
+    """Characters outside what :func:`asr_kd.data.text.normalise_text` produces.
+
+    That is: upper-case (or caseless) letters of any script, accents included (``CAFÉ``),
+    the apostrophe and the space. Lower case, digits and punctuation are reported.
+
+    >>> sorted(default_unknown_chars("CAFÉ ÜBER DON'T x1!"))
+    ['!', '1', 'x']
+    """
+    return {c for c in text if c not in DEFAULT_CHARSET and not (c.isalpha() and c.upper() == c)}
 
 #: How far the manifest's duration may be from the audio's before it is called wrong (seconds).
 DURATION_TOLERANCE = 0.1
@@ -91,13 +107,18 @@ class Report:
         return "\n".join(lines)
 
 
+def _good_duration(d: float | None) -> bool:
+    return d is not None and math.isfinite(d) and d > 0
+
+
 def _check_audio(e: Entry, sample_rate: int) -> list[tuple[str, str, str]]:
     """(severity, message, fix) for one row's audio."""
     out: list[tuple[str, str, str]] = []
     if not e.wav:
         return [("error", "the wav field is empty", "give the path of the audio file")]
     if not os.path.exists(e.wav):
-        fix = "correct the wav path (relative paths start with $data_root), or remove the row"
+        fix = ("correct the wav path ($data_root is the manifest's folder; other relative paths are taken "
+               "from the current directory), or remove the row")
         return [("error", f"audio file not found: {e.raw_wav or e.wav}", fix)]
     if os.path.isdir(e.wav):
         return [("error", f"wav names a folder, not a file: {e.wav}", "point wav at the audio file")]
@@ -113,10 +134,10 @@ def _check_audio(e: Entry, sample_rate: int) -> list[tuple[str, str, str]]:
     if frames == 0:
         return [("error", f"zero-length audio: {e.wav} holds no samples", "re-create the recording, or remove the row")]
     actual = frames / info.sample_rate
-    if e.duration is not None and e.duration > 0 and abs(e.duration - actual) > DURATION_TOLERANCE:
+    if _good_duration(e.duration) and abs(e.duration - actual) > DURATION_TOLERANCE:
         out.append(("error", f"wrong duration: the manifest says {e.duration:g} s, the audio lasts {actual:.3f} s",
                     f"set duration to {actual:.3f}"))
-    if e.duration is None or e.duration <= 0:
+    if not _good_duration(e.duration):
         # the duration field itself is reported elsewhere; give the right value in the fix
         out.append(("hint", f"{actual:.3f}", ""))
     if info.sample_rate != sample_rate or info.channels != 1:
@@ -142,7 +163,8 @@ def validate_manifest(
     Args:
         path: the manifest.
         tokenizer: anything with ``unknown_chars(text) -> set[str]`` (see
-            :mod:`asr_kd.data.tokenizer`); ``None`` checks against :data:`DEFAULT_CHARSET`.
+            :mod:`asr_kd.data.tokenizer`); ``None`` checks with :func:`default_unknown_chars`
+            (upper-case letters of any script, apostrophe, space).
         data_root: replaces ``$data_root`` in wav paths (default: the manifest's folder).
         check_audio: open and decode every audio file.
         sample_rate: the rate audio is resampled to on load (for the notes).
@@ -150,6 +172,8 @@ def validate_manifest(
     """
     raw = read_manifest_raw(path, data_root)
     report = Report(Path(path), raw.entries, file_errors=list(raw.file_errors))
+    if not raw.entries and not report.file_errors:
+        report.file_errors.append(f"{path}: no rows (only a header, or nothing); a manifest needs at least one utterance")
     if not raw.entries or any(c not in raw.columns for c in REQUIRED):
         return report  # the file-level error says it all; no point in checking rows
     add = report.problems.append
@@ -173,14 +197,20 @@ def validate_manifest(
         if not e.wrd.strip():
             p("empty transcript (wrd)", "write the transcript, or remove the row")
         elif not e.bad_utf8:
-            bad = tokenizer.unknown_chars(e.wrd) if tokenizer is not None else set(e.wrd) - DEFAULT_CHARSET
+            bad = tokenizer.unknown_chars(e.wrd) if tokenizer is not None else default_unknown_chars(e.wrd)
             if bad:
                 shown = " ".join(repr(c) for c in sorted(bad))
-                fix = ("normalise the text (asr-kd prepare csv ... normalises case, punctuation and digits) "
-                       "or train the tokenizer on text that has these characters")
+                if tokenizer is not None:
+                    fix = ("normalise the text (asr-kd prepare csv ... normalises case, punctuation and digits) "
+                           "or train the tokenizer on text that has these characters")
+                else:
+                    fix = ("normalise the text (asr-kd prepare csv ... upper-cases it, spells digits, removes "
+                           "punctuation), or pass --tokenizer with a tokenizer trained on this text")
                 p(f"characters the tokenizer cannot encode: {shown}", fix)
         if e.duration is None:
             p(f"duration {e.raw_duration!r} is not a number", "write the duration in seconds")
+        elif not math.isfinite(e.duration):
+            p(f"duration {e.raw_duration!r} is not a finite number", "write the duration in seconds")
         elif e.duration <= 0:
             p(f"non-positive duration {e.raw_duration}", "write the duration in seconds")
 
