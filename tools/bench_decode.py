@@ -14,12 +14,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+from benchkit import emit_report, median_seconds
 
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.ensemble import ensemble_log_probs
@@ -27,13 +27,7 @@ from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel, count_param
 
 
 def rtf(fn, audio_seconds: float, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / audio_seconds
+    return median_seconds(fn, repeats) / audio_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,13 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'met' if r_teacher / r_student >= 2.5 else 'MISSED'}; >= 2.5N = {2.5 * args.members:g}x faster "
         f"than the ensemble: {'met' if r_ensemble / r_student >= 2.5 * args.members else 'MISSED'}.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(report, encoding="utf-8")
-        tmp.replace(args.out)
+    emit_report(lines, args.out)
     return 0
 
 

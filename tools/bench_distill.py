@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchkit import emit_report, median_seconds
+
 from asr_kd.distill import CacheWriter, TeacherCache, TopK, soft_target_loss
-
-
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,13 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- on disk with shard overhead: {on_disk:.1f} bytes/frame = {100 * on_disk / dense_bytes:.2f}%.",
         f"Goal <= 3% of dense float32: {'met' if on_disk / dense_bytes <= 0.03 else 'MISSED'}.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(report, encoding="utf-8")
-        tmp.replace(args.out)
+    emit_report(lines, args.out)
     return 0
 
 
