@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "asr_kd.commands.run",
     "asr_kd.commands.data",
     "asr_kd.commands.cache_info",
+    "asr_kd.commands.mnist",
 ]
 
 

@@ -1,0 +1,375 @@
+"""The MNIST distillation recipe (paper Section 3), experiment by experiment.
+
+Experiments (each a list of trained models; every model is saved atomically
+and skipped when already present, so a killed run resumes where it stopped):
+
+- ``teacher``: only the teacher.
+- ``main``: teacher 784-1200-1200-10 (dropout, max-norm, 2-px jitter); student
+  784-800-800-10 on hard labels, on soft targets at T=20, and at T=20 plus a
+  small hard-label term.
+- ``sweep``: soft-target students at each temperature, for each student width.
+- ``omit3``: no 3s in the transfer set; errors overall and on the test 3s,
+  before and after raising the class-3 bias (tuned on validation).
+- ``only78``: a transfer set of only 7s and 8s; errors before and after
+  lowering the 7 and 8 biases (tuned on validation).
+
+Configs come from one YAML (``base`` plus named ``presets``) and ``key=value``
+overrides; see ``recipes/mnist/config.yaml``.
+
+Example
+-------
+>>> cfg = merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
+>>> cfg
+{'a': {'b': 1, 'c': 3}}
+>>> apply_override(cfg, "a.b=0.5"); cfg["a"]["b"]
+0.5
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import platform
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import yaml
+
+from ..distill import DistillationLoss
+from ..models.mlp import MLP
+from .mnist import Mnist, default_data_dir, load_mnist, repo_root
+from .train import TrainConfig, count_errors, logits_of, train, tune_bias
+
+EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78")
+
+
+class RecipeError(Exception):
+    """A problem with the recipe's input (config, data, output dir), explained with its fix."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``over`` wins; nested mappings are merged, not replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(cfg: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override (value parsed as YAML) in place."""
+    if "=" not in item:
+        raise RecipeError(f"override {item!r} must look like key.sub=value (e.g. student.epochs=10)")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = cfg
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise RecipeError(f"override {item!r}: {p!r} is not a section of the config")
+        node = node[p]
+    if parts[-1] not in node:
+        raise RecipeError(f"override {item!r}: unknown key {key!r}; known here: {sorted(node)}")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | os.PathLike, preset: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``base`` merged with ``presets[preset]``, then the ``key=value`` overrides."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    presets = raw.get("presets", {})
+    if preset not in presets:
+        raise RecipeError(f"{path}: no preset {preset!r}; choose one of {sorted(presets)}")
+    cfg = merge(raw["base"], presets[preset] or {})
+    for item in overrides:
+        apply_override(cfg, item)
+    unknown = set(cfg["experiments"]) - set(EXPERIMENTS)
+    if unknown:
+        raise RecipeError(f"unknown experiment(s) {sorted(unknown)}; known: {list(EXPERIMENTS)}")
+    cfg["preset"] = preset
+    return cfg
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def machine() -> str:
+    """A one-line description of where this runs (for the results table)."""
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+class Recipe:
+    """Runs the experiments of one config for one seed, resumably.
+
+    Args:
+        cfg: the merged config (see :func:`load_config`).
+        seed: seed of every model of this run (teacher and students).
+        data_dir: MNIST idx directory (``None``: the shared copy next to the repo).
+        out_dir: where models and ``results.json`` go.
+        command: the command line, recorded with every result.
+        progress: show tqdm bars.
+    """
+
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        seed: int,
+        data_dir: str | os.PathLike | None,
+        out_dir: str | os.PathLike,
+        command: str = "",
+        progress: bool = True,
+    ):
+        self.cfg = cfg
+        self.seed = seed
+        self.out_dir = Path(out_dir)
+        self.model_dir = self.out_dir / f"seed{seed}"
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self.command = command
+        self.progress = progress
+        data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        d = cfg["data"]
+        self.data: Mnist = load_mnist(
+            data_dir, d["val_size"], d["split_seed"], d.get("train_limit"), d.get("test_limit")
+        )
+        self._teacher_logits: torch.Tensor | None = None
+        self.records: list[dict[str, Any]] = []
+
+    # -- bookkeeping
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[mnist seed={self.seed}] {msg}", flush=True)
+
+    def _model_seed(self, name: str) -> int:
+        return self.seed * 1_000_003 + zlib.crc32(name.encode()) % 1_000_003
+
+    def _save(self, name: str, model: MLP, spec: dict[str, Any], record: dict[str, Any]) -> None:
+        path = self.model_dir / f"{name}.pt"
+        payload = {"state_dict": model.state_dict(), "spec": spec, "record": record}
+        _write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+    def _load(self, name: str, spec: dict[str, Any]) -> tuple[MLP, dict[str, Any]] | None:
+        path = self.model_dir / f"{name}.pt"
+        if not path.exists():
+            return None
+        payload = torch.load(path, weights_only=False)
+        if json.loads(json.dumps(payload["spec"])) != json.loads(json.dumps(spec)):
+            raise RecipeError(
+                f"{path} was trained with another configuration:\n  stored {payload['spec']}\n  "
+                f"asked  {spec}\nUse another --out-dir, or delete that file to retrain it."
+            )
+        model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0))
+        model.load_state_dict(payload["state_dict"])
+        return model, payload["record"]
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append (replace by ``name``) a result in ``results.json``, written atomically."""
+        path = self.out_dir / "results.json"
+        with open(self.out_dir / "results.lock", "w") as lock:  # several runs may share out_dir
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(path.read_text()) if path.exists() else {"runs": []}
+            key = (record["seed"], record["name"])
+            data["runs"] = [r for r in data["runs"] if (r["seed"], r["name"]) != key] + [record]
+            _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+        self.records.append(record)
+        return record
+
+    def _fit(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> tuple[MLP, dict[str, Any]]:
+        """Train (or load) the model ``name`` described by ``spec``."""
+        loaded = self._load(name, spec)
+        if loaded is not None:
+            self.log(f"{name}: found {self.model_dir / (name + '.pt')}, skipping training")
+            return loaded
+        model_seed = self._model_seed(name)
+        torch.manual_seed(model_seed)
+        model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0))
+        tc = TrainConfig(
+            epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch_size"], schedule=spec["schedule"],
+            max_norm=spec.get("max_norm", 0.0), jitter=spec.get("jitter", 0), progress=self.progress, desc=name,
+        )
+        distill = None
+        if teacher_logits is not None:
+            distill = DistillationLoss(
+                temperature=spec["temperature"], hard_weight=spec["hard_weight"], soft_weight=spec["soft_weight"]
+            )
+        self.log(f"{name}: training {spec['sizes']} on {len(x)} examples; {distill or 'cross-entropy'}")
+        run = train(model, x, y, (self.data.val_x, self.data.val_y), tc, model_seed, teacher_logits, distill)
+        record = {
+            "seed": self.seed,
+            "name": name,
+            "sizes": spec["sizes"],
+            "formula": run.formula,
+            "temperature": spec.get("temperature"),
+            "transfer_size": len(x),
+            "epochs": spec["epochs"],
+            "best_epoch": run.best_epoch,
+            "val_errors": run.best_val_errors,
+            "val_n": len(self.data.val_y),
+            "loss_history": run.history["loss"],
+            "val_history": run.history["val_errors"],
+            "train_seconds": round(run.seconds, 1),
+            "command": self.command,
+            "machine": machine(),
+            "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        }
+        self._save(name, model, spec, record)
+        return model, record
+
+    def _test(self, model: MLP, record: dict[str, Any], experiment: str, **extra: Any) -> dict[str, Any]:
+        """Score ``model`` once on the test set and record it."""
+        errors = count_errors(model, self.data.test_x, self.data.test_y)
+        out = {**record, "experiment": experiment, "test_errors": errors, "test_n": len(self.data.test_y), **extra}
+        self.log(
+            f"{record['name']}: test errors {errors}/{len(self.data.test_y)} "
+            f"(val {record['val_errors']}/{record['val_n']}, {record['train_seconds']:.0f} s)"
+        )
+        return self._record(out)
+
+    # -- models
+
+    def teacher(self) -> MLP:
+        spec = dict(self.cfg["teacher"])
+        model, record = self._fit("teacher", spec, self.data.train_x, self.data.train_y)
+        if not any(r["name"] == "teacher" for r in self.records):
+            self._test(model, record, "main")
+        return model
+
+    def teacher_logits(self) -> torch.Tensor:
+        """The teacher's logits on the (un-jittered) transfer set, computed once."""
+        if self._teacher_logits is None:
+            self._teacher_logits = logits_of(self.teacher(), self.data.train_x)
+        return self._teacher_logits
+
+    def student(
+        self,
+        name: str,
+        width_key: str,
+        temperature: float | None,
+        hard_weight: float,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[MLP, dict[str, Any]]:
+        """Train a student: hard labels when ``temperature`` is None, else distilled.
+
+        ``keep`` is a boolean mask over the training split: the transfer set.
+        """
+        spec = dict(self.cfg[width_key])
+        x, y = self.data.train_x, self.data.train_y
+        teacher = None
+        if temperature is not None:
+            spec.update(
+                temperature=float(temperature), hard_weight=hard_weight, soft_weight=self.cfg["distill"]["soft_weight"]
+            )
+            teacher = self.teacher_logits()
+        if keep is not None:
+            spec["transfer_classes"] = sorted(int(c) for c in torch.unique(y[keep]))
+            x, y = x[keep], y[keep]
+            teacher = teacher[keep] if teacher is not None else None
+        return self._fit(name, spec, x, y, teacher)
+
+    # -- experiments
+
+    def run_teacher(self) -> None:
+        self.teacher()
+
+    def run_main(self) -> None:
+        self.teacher()
+        t = self.cfg["distill"]["temperature"]
+        w = self.cfg["student"]["sizes"][1]
+        for name, temp, hw in (
+            (f"student{w}-hard", None, 0.0),
+            (f"student{w}-soft-T{t:g}", t, 0.0),
+            (f"student{w}-soft+hard-T{t:g}", t, self.cfg["distill"]["hard_weight"]),
+        ):
+            model, rec = self.student(name, "student", temp, hw)
+            self._test(model, rec, "main")
+
+    def run_sweep(self) -> None:
+        for width_key in self.cfg["sweep"]["students"]:
+            w = self.cfg[width_key]["sizes"][1]
+            model, rec = self.student(f"student{w}-hard", width_key, None, 0.0)
+            self._test(model, rec, "sweep")
+            for t in self.cfg["sweep"]["temperatures"]:
+                model, rec = self.student(f"student{w}-soft-T{t:g}", width_key, t, 0.0)
+                self._test(model, rec, "sweep")
+
+    def _grid(self, low: float, high: float) -> list[float]:
+        step = self.cfg["bias"]["step"]
+        n = int(round((high - low) / step))
+        return [round(low + i * step, 6) for i in range(n + 1)]
+
+    def run_omit3(self) -> None:
+        t = self.cfg["distill"]["temperature"]
+        w = self.cfg["student"]["sizes"][1]
+        keep = self.data.train_y != 3
+        model, rec = self.student(f"student{w}-omit3-T{t:g}", "student", t, self.cfg["transfer"]["hard_weight"], keep)
+        shift, tuning = tune_bias(
+            logits_of(model, self.data.val_x), self.data.val_y, [3], self._grid(0.0, self.cfg["bias"]["max_raise"])
+        )
+        bias = torch.zeros(10)
+        bias[3] = shift
+        threes = self.data.test_y == 3
+        tx, ty = self.data.test_x, self.data.test_y
+        extra = {
+            "test_3s": int(threes.sum()),
+            "test_errors_on_3s": count_errors(model, tx[threes], ty[threes]),
+            "bias_shift": shift,
+            "bias_tuning": tuning,
+            "test_errors_adjusted": count_errors(model, tx, ty, bias),
+            "test_errors_on_3s_adjusted": count_errors(model, tx[threes], ty[threes], bias),
+        }
+        self.log(f"omit3: class-3 bias +{shift:g} (val-tuned): {extra}")
+        self._test(model, rec, "omit3", **extra)
+
+    def run_only78(self) -> None:
+        t = self.cfg["distill"]["temperature"]
+        w = self.cfg["student"]["sizes"][1]
+        keep = (self.data.train_y == 7) | (self.data.train_y == 8)
+        model, rec = self.student(f"student{w}-only78-T{t:g}", "student", t, self.cfg["transfer"]["hard_weight"], keep)
+        shift, tuning = tune_bias(
+            logits_of(model, self.data.val_x), self.data.val_y, [7, 8], self._grid(-self.cfg["bias"]["max_lower"], 0.0)
+        )
+        bias = torch.zeros(10)
+        bias[[7, 8]] = shift
+        extra = {
+            "bias_shift": shift,
+            "bias_tuning": tuning,
+            "test_errors_adjusted": count_errors(model, self.data.test_x, self.data.test_y, bias),
+        }
+        self.log(f"only78: 7/8 bias {shift:+g} (val-tuned): {extra}")
+        self._test(model, rec, "only78", **extra)
+
+    def run(self, experiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Run the experiments (default: the config's) and return their result records."""
+        for exp in experiments or self.cfg["experiments"]:
+            if exp not in EXPERIMENTS:
+                raise RecipeError(f"unknown experiment {exp!r}; known: {list(EXPERIMENTS)}")
+            self.log(f"experiment {exp}")
+            getattr(self, f"run_{exp}")()
+        return self.records
+
+
+def default_config_path() -> Path:
+    return repo_root() / "recipes" / "mnist" / "config.yaml"

@@ -1,0 +1,179 @@
+"""Tables and the temperature plot of the MNIST recipe, from its ``results.json``.
+
+Example
+-------
+>>> mean_spread([67, 71, 70])
+'69.3 ± 2.1 (n=3)'
+>>> mean_spread([74])
+'74 (n=1)'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+PAPER_MAIN = {"teacher": 67, "hard": 146, "soft": 74}
+
+
+def mean_spread(values: Sequence[float]) -> str:
+    """``mean ± sample std (n=...)``; a single value is printed as is."""
+    if len(values) == 1:
+        return f"{values[0]:g} (n=1)"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def _by_name(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        out[r["name"]].append(r)
+    return out
+
+
+def _seeds(rs: list[dict[str, Any]]) -> str:
+    return ",".join(str(r["seed"]) for r in rs)
+
+
+def _wall(rs: list[dict[str, Any]]) -> str:
+    return " / ".join(f"{r['train_seconds'] / 60:.1f}" for r in rs)
+
+
+def main_names(runs: list[dict[str, Any]]) -> list[str]:
+    """The main table's models: teacher, then the widest student's hard / soft / soft+hard runs.
+
+    The soft run is the one at the temperature of the soft+hard run (the config's main T).
+
+    >>> runs = [{"name": n, "sizes": [784, w, w, 10], "temperature": t} for n, w, t in [
+    ...     ("teacher", 1200, None), ("student800-hard", 800, None), ("student800-soft-T2", 800, 2.0),
+    ...     ("student800-soft-T20", 800, 20.0), ("student800-soft+hard-T20", 800, 20.0),
+    ...     ("student30-soft-T20", 30, 20.0)]]
+    >>> main_names(runs)
+    ['teacher', 'student800-hard', 'student800-soft-T20', 'student800-soft+hard-T20']
+    """
+    names = {r["name"] for r in runs}
+    both = sorted((r for r in runs if "-soft+hard-T" in r["name"]), key=lambda r: -r["sizes"][1])
+    out = ["teacher"] if "teacher" in names else []
+    if both:
+        w, t = both[0]["sizes"][1], both[0]["temperature"]
+        out += [f"student{w}-hard", f"student{w}-soft-T{t:g}", f"student{w}-soft+hard-T{t:g}"]
+    return [n for n in out if n in names]
+
+
+def main_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: paper vs ours for teacher, hard-label and distilled students."""
+    named = _by_name(runs)
+    rows = [
+        "| model | paper (test errors) | ours: test errors, mean ± std over seeds | seeds | "
+        "best epoch / epochs | train wall time per seed (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in main_names(runs):
+        rs = named[name]
+        kind = "teacher" if name == "teacher" else ("hard" if name.endswith("-hard") else name.split("-")[1])
+        paper = {"teacher": PAPER_MAIN["teacher"], "hard": PAPER_MAIN["hard"], "soft": PAPER_MAIN["soft"]}.get(kind, "–")
+        desc = f"{name}: {'-'.join(map(str, rs[0]['sizes']))}; {rs[0]['formula']}".replace("|", "\\|")
+        epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" for r in rs)
+        rows.append(
+            f"| {desc} | {paper} | {mean_spread([r['test_errors'] for r in rs])} | {_seeds(rs)} | {epochs} | {_wall(rs)} |"
+        )
+    return rows
+
+
+def sweep_rows(runs: list[dict[str, Any]]) -> tuple[list[str], dict[int, dict[float, list[int]]], dict[int, list[int]]]:
+    """Markdown rows of the temperature sweep, and the data for the plot."""
+    soft: dict[int, dict[float, list[int]]] = defaultdict(lambda: defaultdict(list))
+    hard: dict[int, list[int]] = defaultdict(list)
+    for r in runs:
+        width = r["sizes"][1]
+        if r["name"] == f"student{width}-hard":
+            hard[width].append(r["test_errors"])
+        elif r.get("temperature") is not None and r["name"] == f"student{width}-soft-T{r['temperature']:g}":
+            soft[width][r["temperature"]].append(r["test_errors"])
+    temps = sorted({t for w in soft for t in soft[w]})
+    rows = ["| student | hard labels | " + " | ".join(f"T={t:g}" for t in temps) + " |",
+            "|---|---|" + "---|" * len(temps)]
+    for width in sorted(soft, reverse=True):
+        cells = [mean_spread(soft[width][t]) if soft[width].get(t) else "not run yet" for t in temps]
+        h = mean_spread(hard[width]) if hard.get(width) else "not run yet"
+        rows.append(f"| 784-{width}-{width}-10 | {h} | " + " | ".join(cells) + " |")
+    return rows, soft, hard
+
+
+def transfer_rows(runs: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for r in sorted((r for r in runs if r.get("experiment") == "omit3"), key=lambda r: r["seed"]):
+        rows.append(
+            f"| omit 3s, seed {r['seed']} | 206 errors, 133 on 3s | {r['test_errors']} errors, "
+            f"{r['test_errors_on_3s']} of {r['test_3s']} 3s wrong | +3.5 (on test) | {r['bias_shift']:+g} | "
+            f"109 errors, 14 on 3s | {r['test_errors_adjusted']} errors, {r['test_errors_on_3s_adjusted']} on 3s "
+            f"({100 * (1 - r['test_errors_on_3s_adjusted'] / r['test_3s']):.1f}% of 3s right) |"
+        )
+    for r in sorted((r for r in runs if r.get("experiment") == "only78"), key=lambda r: r["seed"]):
+        n = r["test_n"]
+        rows.append(
+            f"| only 7s and 8s, seed {r['seed']} | 47.3% | {100 * r['test_errors'] / n:.1f}% "
+            f"({r['test_errors']}) | -7.6 (on test) | {r['bias_shift']:+g} | 13.2% | "
+            f"{100 * r['test_errors_adjusted'] / n:.1f}% ({r['test_errors_adjusted']}) |"
+        )
+    if not rows:
+        return ["not run yet"]
+    head = [
+        "| transfer set | paper before | ours before | paper bias shift | our shift (tuned on validation) | "
+        "paper after | ours after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return head + rows
+
+
+def plot_sweep(soft: dict[int, dict[float, list[int]]], hard: dict[int, list[int]], path: Path) -> None:
+    """Test errors vs temperature, one line per student width (mean, min-max bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(soft), figsize=(5 * len(soft), 3.8), squeeze=False)
+    for ax, width in zip(axes[0], sorted(soft, reverse=True)):
+        temps = sorted(soft[width])
+        means = [statistics.mean(soft[width][t]) for t in temps]
+        lo = [m - min(soft[width][t]) for m, t in zip(means, temps)]
+        hi = [max(soft[width][t]) - m for m, t in zip(means, temps)]
+        ax.errorbar(temps, means, yerr=[lo, hi], marker="o", capsize=3, label="distilled (soft targets)")
+        if hard.get(width):
+            ax.axhline(statistics.mean(hard[width]), color="gray", ls="--", label="hard labels")
+        ax.set_xscale("log")
+        ax.set_xticks(temps)
+        ax.set_xticklabels([f"{t:g}" for t in temps])
+        ax.set_xlabel("temperature T")
+        ax.set_ylabel("test errors (of 10,000)")
+        ax.set_title(f"student 784-{width}-{width}-10")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``tables.md`` and ``temperature_sweep.png`` into ``out_dir``; return their paths."""
+    results = Path(results)
+    if not results.exists():
+        raise FileNotFoundError(f"{results}: no results yet; run the recipe first")
+    runs = json.loads(results.read_text())["runs"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    srows, soft, hard = sweep_rows(runs)
+    machines = sorted({r["machine"] for r in runs})
+    lines = ["## Main table", "", *main_table(runs), "", "## Temperature sweep (test errors)", "", *srows, "",
+             "## Transfer-set experiments", "", *transfer_rows(runs), "", "Machines: " + "; ".join(machines), ""]
+    paths = [out / "tables.md"]
+    paths[0].write_text("\n".join(lines), encoding="utf-8")
+    if soft:
+        paths.append(out / "temperature_sweep.png")
+        plot_sweep(soft, hard, paths[-1])
+    (out / "results.json").write_text(results.read_text(), encoding="utf-8")
+    paths.append(out / "results.json")
+    return paths

@@ -1,0 +1,153 @@
+"""The MNIST recipe: idx reader, jitter, max-norm, bias tuning, config, and a smoke run.
+
+The smoke run trains a small teacher and students on a 4,000-image subset of the
+real MNIST (``../shared/data/mnist`` next to the repository); it is skipped only
+when those files are absent.
+"""
+
+import gzip
+import json
+import struct
+import time
+
+import pytest
+import torch
+
+from asr_kd.image.mnist import MnistNotFound, default_data_dir, jitter, load_raw, read_idx
+from asr_kd.image.recipe import Recipe, RecipeError, default_config_path, load_config
+from asr_kd.image.train import tune_bias
+from asr_kd.models.mlp import MLP, apply_max_norm
+
+HAVE_MNIST = (default_data_dir() / "train-images-idx3-ubyte.gz").exists()
+
+
+def _write_idx(path, arr: torch.Tensor) -> None:
+    header = struct.pack(">HBB", 0, 8, arr.dim()) + struct.pack(">" + "I" * arr.dim(), *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + bytes(arr.flatten().tolist()))
+
+
+def test_read_idx_round_trip(tmp_path):
+    arr = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    _write_idx(tmp_path / "x-idx3-ubyte.gz", arr)
+    assert torch.equal(read_idx(tmp_path / "x-idx3-ubyte.gz"), arr)
+
+
+def test_read_idx_refuses_truncated_and_foreign(tmp_path):
+    p = tmp_path / "bad.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(struct.pack(">HBBI", 0, 8, 1, 10) + bytes(3))
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(p)
+    with gzip.open(p, "wb") as f:
+        f.write(b"PK\x03\x04" + bytes(10))
+    with pytest.raises(ValueError, match="not an unsigned-byte idx"):
+        read_idx(p)
+
+
+def test_missing_data_dir_names_path_and_fix(tmp_path):
+    with pytest.raises(MnistNotFound) as err:
+        load_raw(tmp_path / "nowhere")
+    assert "nowhere" in str(err.value) and "--data-dir" in str(err.value)
+    with pytest.raises(MnistNotFound, match="train-images-idx3-ubyte"):
+        load_raw(tmp_path)  # exists, but empty
+
+
+def test_jitter_shifts_without_wrapping():
+    img = torch.zeros(28, 28)
+    img[10:14, 10:14] = 1.0  # a 4x4 square well inside the frame
+    x = img.flatten().repeat(500, 1)
+    y = jitter(x, max_shift=2, generator=torch.Generator().manual_seed(0)).view(500, 28, 28)
+    assert torch.all(y.sum((1, 2)) == 16)  # the square moved, never cut
+    rows = y.sum(2).nonzero()[:, 1].view(500, 4)[:, 0] - 10
+    cols = y.sum(1).nonzero()[:, 1].view(500, 4)[:, 0] - 10
+    assert set(rows.tolist()) == set(range(-2, 3)) == set(cols.tolist())  # every shift in [-2, 2]
+    corner = torch.zeros(28, 28)
+    corner[0, 0] = 1.0
+    z = jitter(corner.flatten().repeat(200, 1), 2, torch.Generator().manual_seed(1))
+    assert z[:, -1].sum() == 0  # pixels leaving the frame are dropped, not wrapped around
+    assert 0 < z.sum() < 200
+
+
+def test_max_norm_caps_each_unit():
+    net = MLP([20, 8, 3], dropout_input=0.2, dropout_hidden=0.5)
+    with torch.no_grad():
+        net.layers[0].weight.mul_(50)
+        small = net.layers[1].weight.clone() * 0 + 0.01
+        net.layers[1].weight.copy_(small)
+    apply_max_norm(net, 2.0)
+    assert torch.allclose(net.layers[0].weight.norm(dim=1), torch.full((8,), 2.0), atol=1e-5)
+    assert torch.equal(net.layers[1].weight, small)  # already within the cap: untouched
+
+
+def test_tune_bias_minimises_validation_errors_and_prefers_small_shifts():
+    logits = torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.5, 0.0], [0.0, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    y = torch.tensor([1, 1, 2, 0])
+    shift, info = tune_bias(logits, y, classes=[2], grid=[0.0, 0.25, 0.75, 1.5, 3.0])
+    assert shift == 0.75  # fixes example 2 without breaking examples 0 or 1
+    assert info == {"val_errors_before": 1, "val_errors_after": 0}
+
+
+def test_config_presets_and_overrides():
+    main = load_config(default_config_path(), "main")
+    assert main["teacher"]["sizes"] == [784, 1200, 1200, 10]
+    assert main["student"]["sizes"] == [784, 800, 800, 10]
+    assert main["sweep"]["temperatures"] == [1, 2, 2.5, 3, 4, 8, 20]
+    smoke = load_config(default_config_path(), "smoke", ["student.epochs=2"])
+    assert smoke["student"]["epochs"] == 2 and smoke["teacher"]["max_norm"] == 3.5  # inherited from base
+    with pytest.raises(RecipeError, match="unknown key"):
+        load_config(default_config_path(), "main", ["student.epoch=2"])
+    with pytest.raises(RecipeError, match="no preset"):
+        load_config(default_config_path(), "huge")
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
+def test_smoke_recipe_distils_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    cfg = load_config(default_config_path(), "smoke")
+    start = time.time()
+    recipe = Recipe(cfg, seed=0, data_dir=None, out_dir=tmp_path, progress=False)
+    records = {r["name"]: r for r in recipe.run()}
+    elapsed = time.time() - start
+    assert elapsed < 60, f"smoke preset took {elapsed:.0f} s"
+
+    n = records["teacher"]["test_n"]
+    distilled = records["student128-soft-T20"]
+    # Chance is 90% errors; a working distilled student on 4k images stays under 25%.
+    assert distilled["test_errors"] < 0.25 * n
+    assert distilled["loss_history"][-1] < 0.5 * distilled["loss_history"][0]
+    assert records["teacher"]["test_errors"] < 0.25 * n
+    assert records["student128-hard"]["test_errors"] < 0.25 * n
+
+    omit = records["student128-omit3-T20"]
+    assert omit["transfer_size"] < 4000 and omit["test_3s"] > 100
+    assert omit["bias_shift"] > 0  # 3s were never targets: their bias must go up
+    assert omit["bias_tuning"]["val_errors_after"] <= omit["bias_tuning"]["val_errors_before"]
+    assert omit["test_errors_on_3s_adjusted"] < omit["test_errors_on_3s"]
+
+    saved = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert {r["name"] for r in saved} == set(records)
+
+    # Rerunning resumes: every model is loaded, not retrained, and scores the same.
+    start = time.time()
+    again = {r["name"]: r for r in Recipe(cfg, 0, None, tmp_path, progress=False).run()}
+    assert time.time() - start < 0.5 * elapsed + 5
+    assert {k: r["test_errors"] for k, r in again.items()} == {k: r["test_errors"] for k, r in records.items()}
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
+def test_refuses_model_trained_with_other_config(tmp_path):
+    cfg = load_config(default_config_path(), "smoke", ["teacher.epochs=1"])
+    Recipe(cfg, 0, None, tmp_path, progress=False).run(["teacher"])
+    other = load_config(default_config_path(), "smoke", ["teacher.epochs=2"])
+    with pytest.raises(RecipeError, match="another configuration"):
+        Recipe(other, 0, None, tmp_path, progress=False).run(["teacher"])
+
+
+def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):
+    from asr_kd.image.cli import main
+
+    code = main(["--preset", "smoke", "--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(tmp_path / "none") in err and "--data-dir" in err
