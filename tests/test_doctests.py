@@ -20,6 +20,8 @@ MODULES = [
     "asr_kd.asr.ensemble",
     "asr_kd.asr.checkpoint",
     "asr_kd.stages",
+    "asr_kd.config",
+    "asr_kd.image.recipe",
 ]
 
 

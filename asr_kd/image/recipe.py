@@ -18,16 +18,13 @@ overrides; see ``recipes/mnist/config.yaml``.
 
 Example
 -------
->>> cfg = merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
->>> cfg
-{'a': {'b': 1, 'c': 3}}
->>> apply_override(cfg, "a.b=0.5"); cfg["a"]["b"]
-0.5
+>>> from asr_kd.image.recipe import default_config_path
+>>> load_config(default_config_path(), "smoke")["teacher"]["epochs"]
+6
 """
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
 import os
@@ -38,8 +35,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import yaml
 
+from ..config import ConfigError, read_config, write_atomic
 from ..distill import DistillationLoss
 from ..models.mlp import MLP
 from .mnist import Mnist, default_data_dir, load_mnist, repo_root
@@ -48,62 +45,26 @@ from .train import TrainConfig, count_errors, logits_of, train, tune_bias
 EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78")
 
 
-class RecipeError(Exception):
+class RecipeError(ConfigError):
     """A problem with the recipe's input (config, data, output dir), explained with its fix."""
 
 
 # ----------------------------------------------------------------------------- config
 
 
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge: ``over`` wins; nested mappings are merged, not replaced."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def apply_override(cfg: dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.key=value`` override (value parsed as YAML) in place."""
-    if "=" not in item:
-        raise RecipeError(f"override {item!r} must look like key.sub=value (e.g. student.epochs=10)")
-    key, raw = item.split("=", 1)
-    parts = key.strip().split(".")
-    node = cfg
-    for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            raise RecipeError(f"override {item!r}: {p!r} is not a section of the config")
-        node = node[p]
-    if parts[-1] not in node:
-        raise RecipeError(f"override {item!r}: unknown key {key!r}; known here: {sorted(node)}")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
 def load_config(path: str | os.PathLike, preset: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """``base`` merged with ``presets[preset]``, then the ``key=value`` overrides."""
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
-    presets = raw.get("presets", {})
-    if preset not in presets:
-        raise RecipeError(f"{path}: no preset {preset!r}; choose one of {sorted(presets)}")
-    cfg = merge(raw["base"], presets[preset] or {})
-    for item in overrides:
-        apply_override(cfg, item)
+    try:
+        cfg = read_config(path, preset, overrides)
+    except ConfigError as err:
+        raise RecipeError(str(err)) from None
     unknown = set(cfg["experiments"]) - set(EXPERIMENTS)
     if unknown:
         raise RecipeError(f"unknown experiment(s) {sorted(unknown)}; known: {list(EXPERIMENTS)}")
-    cfg["preset"] = preset
     return cfg
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+_write_atomic = write_atomic
 
 
 def machine() -> str:
