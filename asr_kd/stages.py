@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,19 +52,44 @@ class Stage:
     name: str
     run: Callable[[], Any]
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: names of the earlier stages whose results this one uses (None: every earlier stage)
+    depends: Sequence[str] | None = None
+    #: files or folders this stage writes; removed before it starts over (config or inputs changed)
+    outputs: Sequence[str | os.PathLike] = ()
 
 
 def marker_path(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
     return Path(exp_dir) / "stages" / f"{number:02d}-{stage.name}.done"
 
 
-def _upstream_digest(exp_dir: str | os.PathLike, earlier: Sequence[Stage]) -> str:
-    """Digest of the earlier stages' markers (absent ones included as such)."""
+def _upstream_digest(exp_dir: str | os.PathLike, earlier: Sequence[Stage], depends: Sequence[str] | None) -> str:
+    """Digest of the markers of the earlier stages this one depends on (absent ones as such)."""
     h = hashlib.sha256()
     for number, stage in enumerate(earlier, 1):
+        if depends is not None and stage.name not in depends:
+            continue
         marker = marker_path(exp_dir, number, stage)
         h.update(marker.read_bytes() if marker.exists() else f"absent:{stage.name}".encode())
     return h.hexdigest()
+
+
+def _remove_outputs(stage: Stage, log: Callable[[str], None]) -> None:
+    for out in stage.outputs:
+        path = Path(out)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        log(f"  removed old output {path}")
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def run_stages(
@@ -73,7 +99,11 @@ def run_stages(
     stop: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[str]:
-    """Run stages ``start`` .. ``stop`` (1-based, inclusive); returns the names run."""
+    """Run stages ``start`` .. ``stop`` (1-based, inclusive); returns the names run.
+
+    A stage that was interrupted resumes (its outputs are kept) when its config and inputs
+    are what they were; when they changed, its declared ``outputs`` are removed first.
+    """
     stop = len(stages) if stop is None else stop
     if not 1 <= start <= stop <= len(stages):
         raise ValueError(
@@ -93,8 +123,10 @@ def run_stages(
         if not start <= number <= stop:
             continue
         marker = marker_path(exp_dir, number, stage)
+        running = marker.with_name(marker.name.replace(".done", ".running"))
         label = f"stage {number} {stage.name}"
-        upstream = _upstream_digest(exp_dir, stages[: number - 1])
+        upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
+        state = {"config": stage.config, "upstream": upstream}
         if marker.exists():
             stored = json.loads(marker.read_text(encoding="utf-8"))
             diffs = fingerprint_differences(stored["config"], stage.config, stored_label="last run")
@@ -104,19 +136,24 @@ def run_stages(
             reason = (
                 f"config changed since it ran ({'; '.join(diffs)})"
                 if diffs
-                else "an earlier stage ran again since"
+                else "an earlier stage it uses ran again since"
             )
             log(f"{label}: {reason}, running again")
             marker.unlink()
+            _remove_outputs(stage, log)
+        elif running.exists():
+            if json.loads(running.read_text(encoding="utf-8")) == state:
+                log(f"{label}: resuming an interrupted run")
+            else:
+                log(f"{label}: config or inputs changed since an interrupted run; starting over")
+                _remove_outputs(stage, log)
         log(f"{label}: running")
+        _write_json(running, state)
         began = time.time()
         stage.run()
         wall = time.time() - began
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(marker.name + ".tmp")
-        record = {"config": stage.config, "upstream": upstream, "wall_s": round(wall, 1), "finished": time.time()}
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, marker)
+        _write_json(marker, {**state, "wall_s": round(wall, 1), "finished": time.time()})
+        running.unlink()
         log(f"{label}: finished in {wall:.1f} s")
         ran.append(stage.name)
     return ran

@@ -46,7 +46,7 @@ def test_rerunning_an_earlier_stage_reruns_the_later_ones(tmp_path):
     run_stages(make(log), tmp_path, log=messages.append)
     changed = make(log, configs={"teachers": {"v": 2}})
     assert run_stages(changed, tmp_path, log=messages.append) == ["teachers", "students"]
-    assert any("an earlier stage ran again" in m for m in messages)
+    assert any("an earlier stage it uses ran again" in m for m in messages)
     assert run_stages(changed, tmp_path, log=messages.append) == []
 
 
@@ -58,3 +58,44 @@ def test_config_that_cannot_be_recorded_is_refused_before_any_work(tmp_path):
     with pytest.raises(TypeError, match="stage 3 students: its config must be JSON"):
         run_stages(stages, tmp_path)
     assert log == []
+
+
+def test_interrupted_stage_resumes_but_starts_over_when_its_config_changed(tmp_path):
+    out = tmp_path / "model"
+    calls = []
+
+    def train(fail: bool):
+        def run():
+            calls.append(sorted(p.name for p in out.iterdir()) if out.exists() else [])
+            out.mkdir(exist_ok=True)
+            (out / f"epoch{len(calls)}").write_text("x")
+            if fail:
+                raise KeyboardInterrupt  # killed midway: no marker
+        return run
+
+    def stages(epochs, fail):
+        return [Stage("train", train(fail), {"epochs": epochs}, outputs=[out])]
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(stages(2, True), tmp_path, log=lambda m: None)
+    messages = []
+    run_stages(stages(2, False), tmp_path, log=messages.append)
+    assert calls[1] == ["epoch1"]  # resumed: the interrupted run's output was kept
+    assert any("resuming" in m for m in messages)
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(stages(3, True), tmp_path, log=lambda m: None)  # config changed: rerun
+    assert calls[2] == []  # the old outputs were removed before it started over
+
+
+def test_a_stage_reruns_only_when_a_stage_it_depends_on_ran_again(tmp_path):
+    ran = []
+    def stages(prep):
+        return [Stage("prepare", lambda: ran.append("prepare"), {"v": prep}),
+                Stage("teacher-0", lambda: ran.append("t0"), {}, depends=["prepare"]),
+                Stage("teacher-1", lambda: ran.append("t1"), {}, depends=["prepare"])]
+    run_stages(stages(1), tmp_path, start=1, stop=1, log=lambda m: None)
+    run_stages(stages(1), tmp_path, start=3, stop=3, log=lambda m: None)  # teacher 1 alone, elsewhere
+    run_stages(stages(1), tmp_path, log=lambda m: None)
+    assert ran == ["prepare", "t1", "t0"]  # teacher 1 was not redone after teacher 0 ran
+    run_stages(stages(2), tmp_path, log=lambda m: None)
+    assert ran[3:] == ["prepare", "t0", "t1"]

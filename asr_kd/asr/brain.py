@@ -49,7 +49,11 @@ class CTCBrain(sb.Brain):
     optionally ``kd`` (:class:`DistillationLoss`) with ``teacher_cache``
     (:class:`TeacherCache`) and ``blank_weight`` (weight of the soft term on frames
     whose teacher top-1 class is blank; default 1), ``guide_weight`` with ``guide_spikes``
-    (``utt_id -> (frames,) long tensor``), ``log`` (a callable for one-line epoch summaries).
+    (``utt_id -> (frames,) long tensor``), ``log`` (a callable for one-line epoch summaries),
+    ``seed`` (each training epoch starts from ``torch.manual_seed(seed * 1000 + epoch)``, so a
+    run resumed from an end-of-epoch checkpoint repeats the interrupted epoch exactly),
+    ``lr_at`` (``(epoch, step) -> learning rate``, set before every optimiser step) and
+    ``history`` (``(epoch, stats) -> None``, called after each validation).
     """
 
     def compute_forward(self, batch, stage):
@@ -126,8 +130,20 @@ class CTCBrain(sb.Brain):
         return out
 
     def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            self._epoch = epoch
+            seed = getattr(self.hparams, "seed", None)
+            if seed is not None:
+                torch.manual_seed(int(seed) * 1000 + int(epoch))
         if stage != sb.Stage.TRAIN:
             self.wer_metric = ErrorRateStats()
+
+    def on_fit_batch_start(self, batch, should_step):
+        lr_at = getattr(self.hparams, "lr_at", None)
+        if lr_at is not None and getattr(self, "optimizer", None) is not None:
+            lr = lr_at(getattr(self, "_epoch", 1), self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -139,6 +155,9 @@ class CTCBrain(sb.Brain):
         if stage == sb.Stage.VALID:
             if log:
                 log(f"epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, valid WER {wer:.2f}")
+            history = getattr(self.hparams, "history", None)
+            if history is not None:
+                history(epoch, {"train_loss": float(self.train_loss), "valid_loss": float(stage_loss), "valid_wer": wer})
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"WER": wer, "epoch": epoch}, min_keys=["WER"], num_to_keep=1
