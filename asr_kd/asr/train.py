@@ -72,12 +72,18 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int, int], 
 # ----------------------------------------------------------------------------- bundles
 
 
-def save_bundle(path: str | os.PathLike, model: CTCAcousticModel, cmvn: GlobalCMVN, info: Mapping[str, Any]) -> None:
-    """Write a self-contained model file (atomically): config, weights, normalisation, ``info``."""
+def save_bundle(path: str | os.PathLike, model: CTCAcousticModel, cmvn: GlobalCMVN, info: Mapping[str, Any],
+                tokenizer_dir: str | os.PathLike | None = None) -> None:
+    """Write a self-contained model file (atomically): config, weights, normalisation, the
+    tokenizer's files (so the bundle decodes to text anywhere) and ``info``."""
+    files = {}
+    if tokenizer_dir is not None:
+        files = {p.name: p.read_bytes() for p in Path(tokenizer_dir).iterdir() if p.name.startswith("tokenizer")}
     bundle = {
         "config": model.cfg.to_dict(),
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "cmvn": {"mean": cmvn.mean.cpu(), "std": cmvn.std.cpu()},
+        "tokenizer_files": files,
         "info": dict(info),
     }
     write_atomic(path, lambda tmp: torch.save(bundle, tmp))
@@ -90,6 +96,20 @@ class LoadedModel:
     model: CTCAcousticModel
     norm: FeatureNorm
     info: dict
+    tokenizer_files: dict
+
+    def tokenizer(self):
+        """The tokenizer the model was trained with (from the bundle's own copy)."""
+        import tempfile
+
+        from asr_kd.data.tokenizer import load_tokenizer
+
+        if not self.tokenizer_files:
+            raise ValueError("this model bundle holds no tokenizer")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in self.tokenizer_files.items():
+                (Path(tmp) / name).write_bytes(data)
+            return load_tokenizer(tmp)
 
     @property
     def parameters(self) -> int:
@@ -122,7 +142,8 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     cmvn = GlobalCMVN(len(bundle["cmvn"]["mean"]))
     cmvn.mean.copy_(bundle["cmvn"]["mean"])
     cmvn.std.copy_(bundle["cmvn"]["std"])
-    return LoadedModel(model, FeatureNorm(cmvn, augment=None), dict(bundle["info"])).to(device)
+    return LoadedModel(model, FeatureNorm(cmvn, augment=None), dict(bundle["info"]),
+                       dict(bundle.get("tokenizer_files", {}))).to(device)
 
 
 # ----------------------------------------------------------------------------- training
@@ -143,6 +164,7 @@ def train_ctc(
     seed: int,
     info: Mapping[str, Any],
     detokenize: Callable,
+    tokenizer_dir: str | os.PathLike | None = None,
     augment: SpecAugmentConfig | None = SpecAugmentConfig(),
     device: str = "cpu",
     progress: bool = True,
@@ -206,6 +228,6 @@ def train_ctc(
     save_bundle(bundle_path, model, cmvn, {
         **info, "best_epoch": int(best.meta.get("epoch", 0)), "valid_wer": float(best.meta["WER"]),
         "parameters": count_parameters(model), "train": asdict(cfg), "seed": seed,
-    })
+    }, tokenizer_dir=tokenizer_dir)
     log(f"{out.name}: best epoch {best.meta.get('epoch')} (valid WER {best.meta['WER']:.2f}) -> {bundle_path}")
     return bundle_path

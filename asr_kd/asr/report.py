@@ -1,0 +1,200 @@
+"""The ASR recipe's report: ``results.json``, ``RESULTS.md`` and plots, from the scored run.
+
+Every number comes from the experiment folder: the scores of the ``score`` stage, the
+models' bundles and training histories, and the stage markers' wall times.
+
+Example
+-------
+>>> summarise_targets({"teacher-0": {"wer": .30}, "teacher-1": {"wer": .34}, "ensemble": {"wer": .28},
+...                    "student-scratch": {"wer": .40}, "student-kd": {"wer": .31}},
+...                   teachers=["teacher-0", "teacher-1"], ensemble="ensemble")["recovered"]
+0.75
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from asr_kd.config import write_atomic
+
+
+def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Sequence[str], ensemble: str,
+                      student: str = "student-kd", scratch: str = "student-scratch") -> dict[str, Any]:
+    """The issue's targets as numbers: ensemble gain, share of it recovered, student vs mean teacher."""
+    wers = [scores[t]["wer"] for t in teachers]
+    mean_teacher = statistics.fmean(wers)
+    out: dict[str, Any] = {"mean_teacher_wer": mean_teacher,
+                           "teacher_wer_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0}
+    ens = scores[ensemble]["wer"]
+    out["ensemble_wer"] = ens
+    out["ensemble_relative_reduction"] = (mean_teacher - ens) / mean_teacher if mean_teacher else 0.0
+    if student in scores and scratch in scores:
+        gap = scores[scratch]["wer"] - ens
+        out["recovered"] = round((scores[scratch]["wer"] - scores[student]["wer"]) / gap, 4) if gap else None
+        out["student_le_mean_teacher"] = scores[student]["wer"] <= mean_teacher
+    return out
+
+
+def _stage_walls(exp: Path) -> dict[str, float]:
+    walls = {}
+    for marker in sorted((exp / "stages").glob("*.done")):
+        walls[marker.stem.split("-", 1)[1]] = json.loads(marker.read_text())["wall_s"]
+    return walls
+
+
+def _history(exp: Path, name: str) -> dict[str, Any]:
+    p = exp / "models" / name / "history.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _plots(recipe, names: Sequence[str], scores: Mapping[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = recipe.exp / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        h = _history(recipe.exp, name)
+        if not h:
+            continue
+        epochs = sorted(int(e) for e in h)
+        style = "-" if name.startswith("teacher") or name.startswith("guided") else "--"
+        axes[0].plot(epochs, [h[str(e)]["train_loss"] for e in epochs], style, label=name)
+        axes[1].plot(epochs, [h[str(e)]["valid_wer"] for e in epochs], style, label=name)
+    axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
+    axes[1].set(xlabel="epoch", ylabel="valid WER (%)", title="validation WER (greedy)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, out / "training_curves.png")
+    made.append("plots/training_curves.png")
+
+    kd_t = float(recipe.cfg["students"]["kd"]["temperature"])
+    points = {kd_t: scores["student-kd"]["wer"]} if "student-kd" in scores else {}
+    for name, s in scores.items():
+        if name.startswith("student-kd-T"):
+            points[float(name[len("student-kd-T"):])] = s["wer"]
+    if len(points) > 1:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ts = sorted(points)
+        ax.plot(ts, [100 * points[t] for t in ts], "o-", label="distilled student")
+        for ref, style in (("student-scratch", ":"), (recipe.main_ensemble(), "--")):
+            if ref in scores:
+                ax.axhline(100 * scores[ref]["wer"], linestyle=style, color="grey", label=ref)
+        ax.set(xscale="log", xlabel="temperature T", ylabel="test WER (%)", title="student WER vs temperature")
+        ax.set_xticks(ts, [f"{t:g}" for t in ts])
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, out / "wer_vs_temperature.png")
+        made.append("plots/wer_vs_temperature.png")
+    plt.close("all")
+    return made
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def write_report(recipe) -> dict:
+    """Write ``results.json``, ``RESULTS.md`` and ``plots/`` in the experiment folder."""
+    import torch
+
+    exp: Path = recipe.exp
+    scores = json.loads((exp / "score" / "scores.json").read_text())
+    summary = recipe.summary()
+    walls = _stage_walls(exp)
+    command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").exists() else "asr-kd run ..."
+    rows = []
+    for name, members in recipe.model_rows():
+        s = scores[name]
+        infos = [recipe._bundle_info(m) for m in members]
+        hist = _history(exp, name) if len(members) == 1 else {}
+        rows.append({
+            "system": name, "members": members, "parameters": s["parameters"],
+            "wer": s["wer"], "cer": s["cer"], "frame_agreement": s.get("frame_agreement"), "rtf": s["rtf"],
+            "valid_wer": infos[0]["valid_wer"] / 100 if len(members) == 1 else None,
+            "best_epoch": infos[0]["best_epoch"] if len(members) == 1 else None,
+            "epochs": infos[0]["train"]["epochs"] if len(members) == 1 else None,
+            "train_seconds": walls.get(name) if len(members) == 1 else None, "history_epochs": len(hist),
+        })
+    by_name = {r["system"]: r for r in rows}
+    targets = {}
+    for ens, members in recipe.ensembles().items():
+        student = "student-kd-guided" if ens == "ensemble-guided" else "student-kd"
+        targets[ens] = summarise_targets(scores, members, ens, student=student)
+        teacher = by_name[members[0]]
+        for s in ("student-scratch", student):
+            if s in by_name:
+                targets[ens][f"{s}_speedup_vs_teacher"] = teacher["rtf"] / by_name[s]["rtf"]
+                targets[ens][f"{s}_speedup_vs_ensemble"] = by_name[ens]["rtf"] / by_name[s]["rtf"]
+    plots = _plots(recipe, [r["system"] for r in rows if len(r["members"]) == 1], scores)
+    result = {
+        "preset": recipe.cfg.get("preset"), "command": command, "device": recipe.device,
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores visible, torch {torch.__version__}",
+        "threads": recipe.cfg["threads"], "wall_seconds": round(sum(walls.values()), 1), "stage_seconds": walls,
+        "corpus": summary["splits"], "tokenizer": summary["tokenizer"], "num_classes": summary["num_classes"],
+        "config": {k: recipe.cfg[k] for k in ("model", "train", "teachers", "ensemble", "students", "specaugment")},
+        "rows": rows, "targets": targets, "plots": plots,
+    }
+    write_atomic(exp / "results.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    write_atomic(exp / "RESULTS.md", lambda tmp: tmp.write_text(render_markdown(result), encoding="utf-8"))
+    recipe.log(f"  wrote {exp / 'RESULTS.md'} and results.json")
+    return result
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def render_markdown(r: Mapping[str, Any]) -> str:
+    """The results as Markdown (the same numbers as ``results.json``)."""
+    c = r["corpus"]
+    lines = [
+        f"# ASR distillation results: preset `{r['preset']}`",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Machine: {r['machine']}; device {r['device']}, torch threads {r['threads']}.  ",
+        f"Wall time of all stages: {r['wall_seconds'] / 60:.1f} min "
+        f"({', '.join(f'{k} {v / 60:.1f}' for k, v in r['stage_seconds'].items())} min).  ",
+        "Corpus: " + ", ".join(f"{s} {v['utterances']} utterances / {v['hours']} h" for s, v in c.items())
+        + f"; tokenizer {r['tokenizer']['kind']} ({r['num_classes']} classes with blank).",
+        "",
+        "Test set, greedy CTC decoding, no LM. Frame agreement: share of test frames whose argmax equals the "
+        "main ensemble's. RTF: decoding seconds per second of audio on one CPU thread (median of repeats). "
+        "Valid WER and best epoch: the checkpoint kept (best validation WER).",
+        "",
+        "| system | parameters | WER % | CER % | frame agreement % | RTF (1 thread) | valid WER % | best epoch / epochs | train min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        epochs = "–" if row["best_epoch"] is None else f"{row['best_epoch']}/{row['epochs']}"
+        minutes = "–" if not row["train_seconds"] else f"{row['train_seconds'] / 60:.1f}"
+        lines.append(
+            f"| {row['system']} | {row['parameters']:,} | {_pct(row['wer'])} | {_pct(row['cer'])} | "
+            f"{_pct(row['frame_agreement'], 1)} | {row['rtf']:.4f} | {_pct(row['valid_wer'])} | {epochs} | {minutes} |"
+        )
+    lines += ["", "## Targets", ""]
+    for ens, t in r["targets"].items():
+        lines.append(f"**{ens}** (members' mean WER {_pct(t['mean_teacher_wer'])} ± {_pct(t['teacher_wer_sd'])}):")
+        lines.append(f"- ensemble WER {_pct(t['ensemble_wer'])}: relative reduction over the mean teacher "
+                     f"{_pct(t['ensemble_relative_reduction'], 1)}% (target: > 0).")
+        if t.get("recovered") is not None:
+            lines.append(f"- distilled student recovers {_pct(t['recovered'], 0)}% of the ensemble's gain over the "
+                         "scratch student (target >= 80%); its WER "
+                         f"{'is' if t['student_le_mean_teacher'] else 'is not'} <= the mean teacher's.")
+        for k, v in t.items():
+            if k.endswith("_speedup_vs_teacher") or k.endswith("_speedup_vs_ensemble"):
+                lines.append(f"- {k.replace('_', ' ')}: {v:.2f}x")
+        lines.append("")
+    for p in r["plots"]:
+        lines.append(f"![{Path(p).stem}]({p})")
+    return "\n".join(lines) + "\n"
