@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from asr_kd.image.mnist import MnistNotFound, default_data_dir, jitter, load_raw, read_idx
-from asr_kd.image.recipe import Recipe, RecipeError, default_config_path, load_config
-from asr_kd.image.train import tune_bias
+from asr_kd.distill import DistillationLoss
+from asr_kd.image.recipe import Recipe, RecipeError, canonical_spec, default_config_path, load_config
+from asr_kd.image.train import TrainConfig, make_optimizer, train, tune_bias
 from asr_kd.models.mlp import MLP, apply_max_norm
 
 HAVE_MNIST = (default_data_dir() / "train-images-idx3-ubyte.gz").exists()
@@ -88,6 +89,62 @@ def test_tune_bias_minimises_validation_errors_and_prefers_small_shifts():
     assert info == {"val_errors_before": 1, "val_errors_after": 0}
 
 
+def test_sgd_momentum_is_damped_so_the_step_does_not_grow_with_momentum():
+    # Constant gradient c: with v = m v + (1 - m) g the step stays lr * c for any m
+    # (undamped momentum would grow it towards lr * c / (1 - m) = 10 lr * c here).
+    c = torch.tensor([1.0, -2.0, 0.5])
+    net = torch.nn.Linear(3, 1, bias=False)
+    w0 = net.weight.detach().clone()
+    opt = make_optimizer(net, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9))
+    for _ in range(5):
+        opt.zero_grad()
+        (net.weight * c).sum().backward()
+        opt.step()
+    assert torch.allclose(net.weight.detach(), w0 - 5 * 0.1 * c, atol=1e-6)
+    cfg = TrainConfig(optimizer="sgd", momentum=0.5, momentum_final=0.99, momentum_epochs=4)
+    assert [cfg.momentum_at(s, 10) for s in (0, 20, 40, 400)] == pytest.approx([0.5, 0.745, 0.99, 0.99])
+    assert TrainConfig(optimizer="sgd", momentum=0.7).momentum_at(1000, 10) == 0.7  # no ramp
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="momenta"):
+        TrainConfig(optimizer="sgd", momentum_final=1.0)
+
+
+def test_train_with_sgd_ramp_and_an_online_teacher():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 784, generator=g)
+    y = (x[:, :392].sum(1) > x[:, 392:].sum(1)).long()
+    teacher = MLP([784, 32, 10])
+    cfg = TrainConfig(epochs=3, lr=0.5, batch_size=50, optimizer="sgd", momentum_epochs=2, jitter=1, progress=False)
+    run = train(MLP([784, 16, 10]), x, y, (x, y), cfg, seed=0)
+    assert run.history["loss"][-1] < run.history["loss"][0]
+    kd = DistillationLoss(temperature=4.0, hard_weight=0.0, soft_weight=1.0)
+    run = train(MLP([784, 16, 10]), x, y, (x, y), cfg, seed=0, distill=kd, teacher=teacher)
+    assert run.history["loss"][-1] < run.history["loss"][0]
+    with pytest.raises(ValueError, match="exactly one"):
+        train(MLP([784, 16, 10]), x, y, (x, y), cfg, 0, teacher_logits=teacher(x), distill=kd, teacher=teacher)
+    with pytest.raises(ValueError, match="without a distill loss"):
+        train(MLP([784, 16, 10]), x, y, (x, y), cfg, 0, teacher=teacher)
+
+
+def test_device_setting_is_checked():
+    assert load_config(default_config_path(), "main")["device"] == "cpu"
+    with pytest.raises(RecipeError, match="device must be"):
+        load_config(default_config_path(), "main", ["device=tpu"])
+    if not torch.cuda.is_available():
+        with pytest.raises(RecipeError, match="no CUDA GPU"):
+            load_config(default_config_path(), "paper")
+
+
+def test_canonical_spec_keeps_old_models_loadable_and_tells_optimizers_apart():
+    old = {"sizes": [784, 10], "lr": 1e-3, "epochs": 40}  # saved before optimizer/momenta existed
+    new = {**old, "optimizer": "adam", "momentum": 0.5, "momentum_final": 0.99, "momentum_epochs": 0}
+    assert canonical_spec(old) == canonical_spec(new)
+    assert canonical_spec({**new, "optimizer": "sgd"}) != canonical_spec(old)
+    assert canonical_spec({**new, "optimizer": "sgd"}) != canonical_spec({**new, "optimizer": "sgd", "momentum": 0.6})
+    assert canonical_spec({**old, "transfer_jitter": 2}) != canonical_spec(old)
+
+
 def test_config_presets_and_overrides():
     main = load_config(default_config_path(), "main")
     assert main["teacher"]["sizes"] == [784, 1200, 1200, 10]
@@ -118,6 +175,9 @@ def test_smoke_recipe_distils_and_resumes(tmp_path):
     assert distilled["loss_history"][-1] < 0.5 * distilled["loss_history"][0]
     assert records["teacher"]["test_errors"] < 0.25 * n
     assert records["student128-hard"]["test_errors"] < 0.25 * n
+    jittered = records["student128-soft-T20-jitter1"]  # distilled on shifted transfer images
+    assert jittered["test_errors"] < 0.25 * n
+    assert jittered["loss_history"][-1] < 0.5 * jittered["loss_history"][0]
 
     omit = records["student128-omit3-T20"]
     assert omit["transfer_size"] < 4000 and omit["test_3s"] > 100
@@ -142,6 +202,16 @@ def test_refuses_model_trained_with_other_config(tmp_path):
     other = load_config(default_config_path(), "smoke", ["teacher.epochs=2"])
     with pytest.raises(RecipeError, match="another configuration"):
         Recipe(other, 0, None, tmp_path, progress=False).run(["teacher"])
+    sgd = load_config(default_config_path(), "smoke", ["teacher.epochs=1", "teacher.optimizer=sgd"])
+    with pytest.raises(RecipeError, match="another configuration"):
+        Recipe(sgd, 0, None, tmp_path, progress=False).run(["teacher"])
+    # a model saved before the optimizer setting existed still loads under the default (Adam)
+    path = tmp_path / "seed0" / "teacher.pt"
+    payload = torch.load(path, weights_only=False)
+    for key in ("optimizer", "momentum", "momentum_final", "momentum_epochs"):
+        payload["spec"].pop(key)
+    torch.save(payload, path)
+    assert Recipe(cfg, 0, None, tmp_path, progress=False).run(["teacher"])[0]["name"] == "teacher"
 
 
 def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):

@@ -4,6 +4,7 @@ Example
 -------
     python recipes/mnist/run.py --preset smoke
     asr-kd mnist --preset main --seed 0 --set teacher.epochs=30
+    asr-kd mnist --preset main --seed 0 --set device=cuda      # on a GPU
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .recipe import RecipeError, Recipe, default_config_path, load_config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="main", help="preset of the config (smoke, main, sweep, transfer, full)")
+    p.add_argument("--preset", default="main", help="preset of the config (smoke, main, sweep, transfer, full, paper)")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="seed(s); one run per seed")
     p.add_argument("--config", default=None, help="recipe YAML (default: recipes/mnist/config.yaml)")
     p.add_argument(

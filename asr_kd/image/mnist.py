@@ -177,15 +177,18 @@ def jitter(x: Tensor, max_shift: int = 2, generator: torch.Generator | None = No
     pixels shifted past an edge are dropped (pad + crop, not a wrap-around).
 
     Args:
-        x: ``(B, 784)`` images.
+        x: ``(B, 784)`` images, on any device.
+        generator: source of the shifts; it must live on ``x``'s device.
     """
     if max_shift <= 0:
         return x
     b = x.shape[0]
     side = 28
+    dev = x.device
     padded = torch.nn.functional.pad(x.view(b, side, side), (max_shift,) * 4)
-    shifts = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)
-    rows = (shifts[0].view(b, 1) + torch.arange(side).view(1, side))  # (B, 28)
-    cols = (shifts[1].view(b, 1) + torch.arange(side).view(1, side))
-    out = padded[torch.arange(b).view(b, 1, 1), rows.view(b, side, 1), cols.view(b, 1, side)]
+    shifts = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator, device=dev)
+    ar = torch.arange(side, device=dev)
+    rows = shifts[0].view(b, 1) + ar.view(1, side)  # (B, 28)
+    cols = shifts[1].view(b, 1) + ar.view(1, side)
+    out = padded[torch.arange(b, device=dev).view(b, 1, 1), rows.view(b, side, 1), cols.view(b, 1, side)]
     return out.reshape(b, side * side)

@@ -6,7 +6,8 @@ and skipped when already present, so a killed run resumes where it stopped):
 - ``teacher``: only the teacher.
 - ``main``: teacher 784-1200-1200-10 (dropout, max-norm, 2-px jitter); student
   784-800-800-10 on hard labels, on soft targets at T=20, and at T=20 plus a
-  small hard-label term.
+  small hard-label term; with ``distill.transfer_jitter`` > 0 also a student
+  distilled on jittered transfer images (teacher run on each shifted batch).
 - ``sweep``: soft-target students at each temperature, for each student width.
 - ``omit3``: no 3s in the transfer set; errors overall and on the test 3s,
   before and after raising the class-3 bias (tuned on validation).
@@ -14,7 +15,8 @@ and skipped when already present, so a killed run resumes where it stopped):
   lowering the 7 and 8 biases (tuned on validation).
 
 Configs come from one YAML (``base`` plus named ``presets``) and ``key=value``
-overrides; see ``recipes/mnist/config.yaml``.
+overrides; see ``recipes/mnist/config.yaml``. ``device`` (``cpu``, ``cuda``) says
+where the data and models live; saved models are always stored on the CPU.
 
 Example
 -------
@@ -61,15 +63,47 @@ def load_config(path: str | os.PathLike, preset: str, overrides: Sequence[str] =
     unknown = set(cfg["experiments"]) - set(EXPERIMENTS)
     if unknown:
         raise RecipeError(f"unknown experiment(s) {sorted(unknown)}; known: {list(EXPERIMENTS)}")
+    device = str(cfg.get("device", "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --set device=cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise RecipeError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
     return cfg
+
+
+#: Spec keys added after models were first saved, with the value that older models used.
+#: A spec equal to its default is left out before specs are compared, so those models load.
+SPEC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "transfer_jitter": 0}
+SGD_KEYS = ("momentum", "momentum_final", "momentum_epochs")
+
+
+def canonical_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` without settings that do not change training (defaults; SGD momenta under Adam).
+
+    >>> canonical_spec({"lr": 1e-3, "optimizer": "adam", "momentum": 0.5})
+    {'lr': 0.001}
+    >>> canonical_spec({"lr": 1.0, "optimizer": "sgd", "momentum": 0.5})
+    {'lr': 1.0, 'optimizer': 'sgd', 'momentum': 0.5}
+    """
+    out = json.loads(json.dumps(dict(spec)))
+    if out.get("optimizer", "adam") == "adam":
+        for k in SGD_KEYS:
+            out.pop(k, None)
+    for k, v in SPEC_DEFAULTS.items():
+        if out.get(k, v) == v:
+            out.pop(k, None)
+    return out
 
 
 _write_atomic = write_atomic
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     """A one-line description of where this runs (for the results table)."""
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
+    out = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
+    if device.startswith("cuda"):
+        out += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return out
 
 
 # ----------------------------------------------------------------------------- recipe
@@ -103,12 +137,13 @@ class Recipe:
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self.command = command
         self.progress = progress
+        self.device = torch.device(str(cfg.get("device", "cpu")))
         data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         d = cfg["data"]
-        self.data: Mnist = load_mnist(
-            data_dir, d["val_size"], d["split_seed"], d.get("train_limit"), d.get("test_limit")
-        )
+        data = load_mnist(data_dir, d["val_size"], d["split_seed"], d.get("train_limit"), d.get("test_limit"))
+        self.data: Mnist = Mnist(*(t.to(self.device) for t in vars(data).values()))
         self._teacher_logits: torch.Tensor | None = None
+        self._teacher_model: MLP | None = None
         self.records: list[dict[str, Any]] = []
 
     # -- bookkeeping
@@ -122,22 +157,23 @@ class Recipe:
 
     def _save(self, name: str, model: MLP, spec: dict[str, Any], record: dict[str, Any]) -> None:
         path = self.model_dir / f"{name}.pt"
-        payload = {"state_dict": model.state_dict(), "spec": spec, "record": record}
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        payload = {"state_dict": state, "spec": spec, "record": record}
         _write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
     def _load(self, name: str, spec: dict[str, Any]) -> tuple[MLP, dict[str, Any]] | None:
         path = self.model_dir / f"{name}.pt"
         if not path.exists():
             return None
-        payload = torch.load(path, weights_only=False)
-        if json.loads(json.dumps(payload["spec"])) != json.loads(json.dumps(spec)):
+        payload = torch.load(path, weights_only=False, map_location="cpu")
+        if canonical_spec(payload["spec"]) != canonical_spec(spec):
             raise RecipeError(
                 f"{path} was trained with another configuration:\n  stored {payload['spec']}\n  "
                 f"asked  {spec}\nUse another --out-dir, or delete that file to retrain it."
             )
         model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0))
         model.load_state_dict(payload["state_dict"])
-        return model, payload["record"]
+        return model.to(self.device), payload["record"]
 
     def _record(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append (replace by ``name``) a result in ``results.json``, written atomically."""
@@ -158,6 +194,7 @@ class Recipe:
         x: torch.Tensor,
         y: torch.Tensor,
         teacher_logits: torch.Tensor | None = None,
+        teacher: MLP | None = None,
     ) -> tuple[MLP, dict[str, Any]]:
         """Train (or load) the model ``name`` described by ``spec``."""
         loaded = self._load(name, spec)
@@ -166,18 +203,21 @@ class Recipe:
             return loaded
         model_seed = self._model_seed(name)
         torch.manual_seed(model_seed)
-        model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0))
+        model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0)).to(self.device)
+        sgd = {k: spec[k] for k in SGD_KEYS if k in spec}
         tc = TrainConfig(
             epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch_size"], schedule=spec["schedule"],
-            max_norm=spec.get("max_norm", 0.0), jitter=spec.get("jitter", 0), progress=self.progress, desc=name,
+            optimizer=spec.get("optimizer", "adam"), **sgd,
+            max_norm=spec.get("max_norm", 0.0), jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
+            progress=self.progress, desc=name,
         )
         distill = None
-        if teacher_logits is not None:
+        if teacher_logits is not None or teacher is not None:
             distill = DistillationLoss(
                 temperature=spec["temperature"], hard_weight=spec["hard_weight"], soft_weight=spec["soft_weight"]
             )
         self.log(f"{name}: training {spec['sizes']} on {len(x)} examples; {distill or 'cross-entropy'}")
-        run = train(model, x, y, (self.data.val_x, self.data.val_y), tc, model_seed, teacher_logits, distill)
+        run = train(model, x, y, (self.data.val_x, self.data.val_y), tc, model_seed, teacher_logits, distill, teacher)
         record = {
             "seed": self.seed,
             "name": name,
@@ -193,7 +233,7 @@ class Recipe:
             "val_history": run.history["val_errors"],
             "train_seconds": round(run.seconds, 1),
             "command": self.command,
-            "machine": machine(),
+            "machine": machine(str(self.device)),
             "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         }
         self._save(name, model, spec, record)
@@ -212,11 +252,13 @@ class Recipe:
     # -- models
 
     def teacher(self) -> MLP:
-        spec = dict(self.cfg["teacher"])
-        model, record = self._fit("teacher", spec, self.data.train_x, self.data.train_y)
-        if not any(r["name"] == "teacher" for r in self.records):
-            self._test(model, record, "main")
-        return model
+        if self._teacher_model is None:
+            spec = dict(self.cfg["teacher"])
+            model, record = self._fit("teacher", spec, self.data.train_x, self.data.train_y)
+            if not any(r["name"] == "teacher" for r in self.records):
+                self._test(model, record, "main")
+            self._teacher_model = model.eval()
+        return self._teacher_model
 
     def teacher_logits(self) -> torch.Tensor:
         """The teacher's logits on the (un-jittered) transfer set, computed once."""
@@ -231,24 +273,31 @@ class Recipe:
         temperature: float | None,
         hard_weight: float,
         keep: torch.Tensor | None = None,
+        transfer_jitter: int = 0,
     ) -> tuple[MLP, dict[str, Any]]:
         """Train a student: hard labels when ``temperature`` is None, else distilled.
 
         ``keep`` is a boolean mask over the training split: the transfer set.
+        ``transfer_jitter`` > 0 shifts the transfer images by up to that many pixels in
+        every batch, and the teacher's soft targets are computed on the shifted images.
         """
         spec = dict(self.cfg[width_key])
         x, y = self.data.train_x, self.data.train_y
-        teacher = None
+        logits, teacher = None, None
         if temperature is not None:
             spec.update(
                 temperature=float(temperature), hard_weight=hard_weight, soft_weight=self.cfg["distill"]["soft_weight"]
             )
-            teacher = self.teacher_logits()
+            if transfer_jitter:
+                spec["transfer_jitter"] = int(transfer_jitter)
+                teacher = self.teacher()
+            else:
+                logits = self.teacher_logits()
         if keep is not None:
             spec["transfer_classes"] = sorted(int(c) for c in torch.unique(y[keep]))
             x, y = x[keep], y[keep]
-            teacher = teacher[keep] if teacher is not None else None
-        return self._fit(name, spec, x, y, teacher)
+            logits = logits[keep] if logits is not None else None
+        return self._fit(name, spec, x, y, logits, teacher)
 
     # -- experiments
 
@@ -265,6 +314,10 @@ class Recipe:
             (f"student{w}-soft+hard-T{t:g}", t, self.cfg["distill"]["hard_weight"]),
         ):
             model, rec = self.student(name, "student", temp, hw)
+            self._test(model, rec, "main")
+        j = int(self.cfg["distill"].get("transfer_jitter", 0))
+        if j:
+            model, rec = self.student(f"student{w}-soft-T{t:g}-jitter{j}", "student", t, 0.0, transfer_jitter=j)
             self._test(model, rec, "main")
 
     def run_sweep(self) -> None:
@@ -289,7 +342,7 @@ class Recipe:
         shift, tuning = tune_bias(
             logits_of(model, self.data.val_x), self.data.val_y, [3], self._grid(0.0, self.cfg["bias"]["max_raise"])
         )
-        bias = torch.zeros(10)
+        bias = torch.zeros(10, device=self.device)
         bias[3] = shift
         threes = self.data.test_y == 3
         tx, ty = self.data.test_x, self.data.test_y
@@ -312,7 +365,7 @@ class Recipe:
         shift, tuning = tune_bias(
             logits_of(model, self.data.val_x), self.data.val_y, [7, 8], self._grid(-self.cfg["bias"]["max_lower"], 0.0)
         )
-        bias = torch.zeros(10)
+        bias = torch.zeros(10, device=self.device)
         bias[[7, 8]] = shift
         extra = {
             "bias_shift": shift,

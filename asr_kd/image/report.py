@@ -45,14 +45,15 @@ def _wall(rs: list[dict[str, Any]]) -> str:
 def main_names(runs: list[dict[str, Any]]) -> list[str]:
     """The main table's models: teacher, then the widest student's hard / soft / soft+hard runs.
 
-    The soft run is the one at the temperature of the soft+hard run (the config's main T).
+    The soft run is the one at the temperature of the soft+hard run (the config's main T);
+    students distilled on jittered transfer images (``...-jitterJ``) come last.
 
     >>> runs = [{"name": n, "sizes": [784, w, w, 10], "temperature": t} for n, w, t in [
     ...     ("teacher", 1200, None), ("student800-hard", 800, None), ("student800-soft-T2", 800, 2.0),
     ...     ("student800-soft-T20", 800, 20.0), ("student800-soft+hard-T20", 800, 20.0),
-    ...     ("student30-soft-T20", 30, 20.0)]]
+    ...     ("student30-soft-T20", 30, 20.0), ("student800-soft-T20-jitter2", 800, 20.0)]]
     >>> main_names(runs)
-    ['teacher', 'student800-hard', 'student800-soft-T20', 'student800-soft+hard-T20']
+    ['teacher', 'student800-hard', 'student800-soft-T20', 'student800-soft+hard-T20', 'student800-soft-T20-jitter2']
     """
     names = {r["name"] for r in runs}
     both = sorted((r for r in runs if "-soft+hard-T" in r["name"]), key=lambda r: -r["sizes"][1])
@@ -60,6 +61,7 @@ def main_names(runs: list[dict[str, Any]]) -> list[str]:
     if both:
         w, t = both[0]["sizes"][1], both[0]["temperature"]
         out += [f"student{w}-hard", f"student{w}-soft-T{t:g}", f"student{w}-soft+hard-T{t:g}"]
+        out += sorted(n for n in names if n.startswith(f"student{w}-soft-T{t:g}-jitter"))
     return [n for n in out if n in names]
 
 
@@ -74,8 +76,13 @@ def main_table(runs: list[dict[str, Any]]) -> list[str]:
     for name in main_names(runs):
         rs = named[name]
         kind = "teacher" if name == "teacher" else ("hard" if name.endswith("-hard") else name.split("-")[1])
+        if "-jitter" in name:
+            kind = "jittered transfer set (not in the paper)"
+            desc_extra = f"; transfer images jittered by up to {name.rsplit('jitter', 1)[1]} px"
+        else:
+            desc_extra = ""
         paper = {"teacher": PAPER_MAIN["teacher"], "hard": PAPER_MAIN["hard"], "soft": PAPER_MAIN["soft"]}.get(kind, "–")
-        desc = f"{name}: {'-'.join(map(str, rs[0]['sizes']))}; {rs[0]['formula']}".replace("|", "\\|")
+        desc = f"{name}: {'-'.join(map(str, rs[0]['sizes']))}; {rs[0]['formula']}{desc_extra}".replace("|", "\\|")
         epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" for r in rs)
         rows.append(
             f"| {desc} | {paper} | {mean_spread([r['test_errors'] for r in rs])} | {_seeds(rs)} | {epochs} | {_wall(rs)} |"

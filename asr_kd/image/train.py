@@ -41,10 +41,17 @@ class TrainConfig:
 
     Args:
         epochs: passes over the training set.
-        lr: Adam learning rate (peak, when ``schedule="cosine"``).
+        lr: learning rate (peak, when ``schedule="cosine"``). For ``"sgd"`` it is the
+            step per unit of averaged gradient: the momentum buffer is damped,
+            ``v = m v + (1 - m) g``, as in the dropout papers, so raising the
+            momentum does not raise the step size.
         batch_size: minibatch size.
         schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over the run).
-        weight_decay: Adam weight decay (0: none).
+        optimizer: ``"adam"`` or ``"sgd"`` (with the damped momentum above).
+        momentum: SGD momentum at the start.
+        momentum_final: SGD momentum after ``momentum_epochs`` (linear ramp per step).
+        momentum_epochs: length of the ramp in epochs (0: ``momentum`` throughout).
+        weight_decay: weight decay (0: none).
         max_norm: cap on each unit's incoming weight norm after every step (0: none).
         jitter: random shift of the inputs by up to this many pixels (0: none).
         progress: show a tqdm bar per epoch.
@@ -55,6 +62,10 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 128
     schedule: str = "cosine"
+    optimizer: str = "adam"
+    momentum: float = 0.5
+    momentum_final: float = 0.99
+    momentum_epochs: int = 0
     weight_decay: float = 0.0
     max_norm: float = 0.0
     jitter: int = 0
@@ -64,8 +75,30 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
+        if not (0 <= self.momentum < 1 and 0 <= self.momentum_final < 1) or self.momentum_epochs < 0:
+            raise ValueError(f"momenta must lie in [0, 1) and momentum_epochs be >= 0: {self}")
+
+    def momentum_at(self, step: int, steps_per_epoch: int) -> float:
+        """SGD momentum at ``step``: a linear ramp over ``momentum_epochs``, then flat.
+
+        >>> TrainConfig(momentum=0.5, momentum_final=0.9, momentum_epochs=2).momentum_at(10, 10)
+        0.7
+        """
+        ramp = self.momentum_epochs * steps_per_epoch
+        if ramp <= 0:
+            return self.momentum
+        frac = min(step / ramp, 1.0)
+        return self.momentum + frac * (self.momentum_final - self.momentum)
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Learning rate at ``step`` of ``total_steps`` (cosine decay to 0, or constant)."""
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        return self.lr
 
 
 @dataclass
@@ -97,6 +130,14 @@ def count_errors(model: nn.Module, x: Tensor, y: Tensor, bias_shift: Tensor | No
     return int((logits.argmax(-1) != y).sum())
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, or SGD with the damped momentum of :class:`TrainConfig` (updated per step)."""
+    if cfg.optimizer == "sgd":
+        m = cfg.momentum
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=m, dampening=m, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def train(
     model: nn.Module,
     x: Tensor,
@@ -106,25 +147,41 @@ def train(
     seed: int,
     teacher_logits: Tensor | None = None,
     distill: DistillationLoss | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; leave it with the weights of its best validation epoch.
+
+    Runs on the device of ``x`` (model, labels, validation data and teacher must be there
+    too). On CUDA nothing waits for the GPU inside an epoch: losses are summed on the
+    device and read once per epoch, with the validation score.
 
     Args:
         x, y: training inputs ``(N, D)`` and labels ``(N,)`` (the transfer set when distilling).
         val: validation inputs and labels, scored after every epoch.
-        cfg: optimisation settings.
+        cfg: optimisation settings (``cfg.jitter`` shifts the inputs of every batch).
         seed: seeds the batch order, dropout and jitter.
-        teacher_logits: ``(N, C)`` teacher logits aligned with ``x`` (distillation only).
+        teacher_logits: ``(N, C)`` teacher logits aligned with ``x`` (distillation on fixed
+            transfer images).
         distill: the loss ``hard_weight * CE + soft_weight * T^2 KL``; ``None`` trains on
             hard labels with cross-entropy.
+        teacher: instead of ``teacher_logits``, a teacher model run (in eval mode) on each
+            batch as the student sees it, jittered ones included.
     """
-    if (teacher_logits is None) != (distill is None):
-        raise ValueError("give both teacher_logits and distill, or neither")
+    if distill is not None and (teacher_logits is None) == (teacher is None):
+        raise ValueError("distillation needs exactly one of teacher_logits and teacher")
+    if distill is None and (teacher_logits is not None or teacher is not None):
+        raise ValueError("teacher_logits or teacher given without a distill loss")
     if teacher_logits is not None and teacher_logits.shape[0] != x.shape[0]:
         raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows, x has {x.shape[0]}")
+    device = x.device
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Jitter draws its shifts where the images are; on the CPU from the same stream as the
+    # batch order (as before devices existed), on a GPU from a generator of its own.
+    g_jit = g if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+    if teacher is not None:
+        teacher.eval()
+    opt = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     result = TrainResult(formula=str(distill) if distill is not None else "loss = 1 * hard[cross-entropy]")
@@ -138,37 +195,43 @@ def train(
         bar = tqdm(total=cfg.epochs, desc=cfg.desc, unit="epoch", leave=True, dynamic_ncols=True)
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(len(x), generator=g)
-        loss_sum, n_seen = 0.0, 0
+        order = torch.randperm(len(x), generator=g).to(device)
+        loss_sum = torch.zeros((), device=device)
         for i in range(0, len(x), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             xb = x[idx]
             if cfg.jitter:
-                xb = jitter_images(xb, cfg.jitter, generator=g)
-            if cfg.schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                xb = jitter_images(xb, cfg.jitter, generator=g_jit)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step, total_steps)
+                if cfg.optimizer == "sgd":
+                    group["momentum"] = group["dampening"] = cfg.momentum_at(step, steps_per_epoch)
             logits = model(xb)
             if distill is None:
                 loss = F.cross_entropy(logits, y[idx])
             else:
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = teacher(xb)
+                else:
+                    soft = teacher_logits[idx]
                 hard = F.cross_entropy(logits, y[idx]) if distill.weighted.weights["hard"] > 0 else None
-                loss = distill(logits, teacher_logits[idx], hard=hard).total
+                loss = distill(logits, soft, hard=hard).total
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             apply_max_norm(model, cfg.max_norm)
-            loss_sum += float(loss.detach()) * len(idx)
-            n_seen += len(idx)
+            loss_sum += loss.detach() * len(idx)
             step += 1
         val_errors = count_errors(model, *val)
-        result.history["loss"].append(loss_sum / n_seen)
+        mean_loss = float(loss_sum) / len(x)
+        result.history["loss"].append(mean_loss)
         result.history["val_errors"].append(val_errors)
         if best_state is None or val_errors < result.best_val_errors:
             result.best_epoch, result.best_val_errors = epoch, val_errors
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if bar is not None:
-            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", val_err=val_errors, best=result.best_val_errors)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", val_err=val_errors, best=result.best_val_errors)
             bar.update(1)
     if bar is not None:
         bar.close()

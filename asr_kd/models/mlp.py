@@ -64,5 +64,5 @@ def apply_max_norm(model: nn.Module, max_norm: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.Linear):
             w = module.weight
-            norms = w.norm(dim=1, keepdim=True)
-            w.mul_(torch.clamp(max_norm / norms.clamp(min=1e-12), max=1.0))
+            # max_norm / 0 is inf, clamped to 1: an all-zero row stays as it is
+            w.mul_((max_norm / torch.linalg.vector_norm(w, dim=1, keepdim=True)).clamp_(max=1.0))
