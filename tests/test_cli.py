@@ -1,6 +1,7 @@
 """The `asr-kd` command line: help, version, the demo, and honest refusals."""
 
 import re
+from pathlib import Path
 import subprocess
 import sys
 
@@ -27,9 +28,19 @@ def test_version():
     assert out.returncode == 0 and out.stdout.strip() == f"asr-kd {asr_kd.__version__}"
 
 
-def test_run_says_plainly_it_is_not_built(capsys):
-    assert main(["run"]) == 3
-    assert "not built yet" in capsys.readouterr().err
+def test_run_refuses_bad_configs_and_overrides_without_traceback(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    config = str(Path(asr_kd.__file__).parents[1] / "recipes/synth_en/config.yaml")
+    assert main(["run", config, "--preset", "huge"]) == 2
+    assert "no preset 'huge'" in capsys.readouterr().err
+    assert main(["run", config, "--preset", "tiny", "--set", "train.epoch=3"]) == 2
+    assert "unknown key 'train.epoch'" in capsys.readouterr().err
+    assert main(["run", config, "--preset", "tiny", "--set", "teachers.guidance=maybe"]) == 2
+    assert "teachers.guidance must be one of" in capsys.readouterr().err
+    assert main(["run", config, "--preset", "tiny", "--set", f"exp_dir={tmp_path}", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert " 1 prepare" in out and "student-kd-guided" in out and "report" in out
 
 
 def test_demo_soft_targets_beat_hard_labels(capsys):

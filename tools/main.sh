@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: the default recipe end to end. Creates/reuses .venv first.
-# Until the ASR recipe lands this runs the distillation core's measured demo (`asr-kd demo`).
+# The main job: the default ASR distillation recipe (synth_en, demo preset) end to end.
+# Creates/reuses .venv first. Extra arguments go to `asr-kd run`, e.g. --set device=cuda.
+# Interrupted, it resumes where it stopped; finished stages are skipped.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
-exec "$VENV/bin/asr-kd" demo "$@"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+exec "$VENV/bin/asr-kd" run recipes/synth_en/config.yaml --preset demo "$@"

@@ -184,14 +184,28 @@ def num_batches(n: int, batch_size: int) -> int:
 
 
 def encode_transcripts(
-    texts: Mapping[str, str], encode: Callable[[str], list[int]], what: str = "transcript"
+    texts: Mapping[str, str],
+    encode: Callable[[str], list[int]],
+    what: str = "transcript",
+    skip: Callable[[str], None] | None = None,
 ) -> dict[str, list[int]]:
-    """Token ids of every transcript; empty ones are refused, naming the utterance."""
+    """Token ids of every transcript.
+
+    A transcript that encodes to nothing or that the tokenizer cannot encode is refused,
+    naming the utterance; with ``skip`` given, it is left out and ``skip(message)`` says so.
+    """
     out = {}
     for utt, text in texts.items():
-        ids = encode(text)
-        if not ids:
-            raise ValueError(f"utterance {utt!r}: the {what} {text!r} encodes to no tokens")
+        try:
+            ids = encode(text)
+            if not ids:
+                raise ValueError("it encodes to no tokens")
+        except ValueError as err:
+            message = f"utterance {utt!r}: the {what} {text[:60]!r} cannot be used ({err})"
+            if skip is None:
+                raise ValueError(message) from None
+            skip(message + "; left out")
+            continue
         out[utt] = ids
     return out
 

@@ -348,7 +348,7 @@ class AsrRecipe:
         tok = self.tokenizer()
         train_texts = texts if texts is not None else self.texts("train")
         train_tokens = encode_transcripts(train_texts, tok.encode)
-        valid_tokens = encode_transcripts(self.texts("valid"), tok.encode)
+        valid_tokens = encode_transcripts(self.texts("valid"), tok.encode, "validation transcript", skip=self.log)
         feats, vfeats = self.feats("train"), self.feats("valid")
         train_set = make_dataset(feats, train_tokens)
         valid_set = make_dataset(vfeats, valid_tokens)

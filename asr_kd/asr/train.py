@@ -13,7 +13,7 @@ Example
 >>> cfg = TrainConfig(epochs=10, lr=1e-3, warmup=0.1)
 >>> lr = lr_schedule(cfg, steps_per_epoch=10)
 >>> round(lr(1, 1), 6), round(lr(2, 1), 6), round(lr(10, 10), 8)
-(0.0001, 0.00099, 0.0)
+(0.0001, 0.001, 0.0)
 """
 
 from __future__ import annotations

@@ -55,7 +55,11 @@ class CharTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str]) -> CharTokenizer:
-        return cls(sorted({c for t in texts for c in t}))
+        """Every character of the texts plus the normaliser's English alphabet (A-Z, ', space),
+        so a letter that happens to be missing from the train text still encodes elsewhere."""
+        from .validate import DEFAULT_CHARSET
+
+        return cls(sorted({c for t in texts for c in t} | DEFAULT_CHARSET))
 
     def encode(self, text: str) -> list[int]:
         bad = self.unknown_chars(text)

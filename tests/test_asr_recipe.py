@@ -1,0 +1,163 @@
+"""The ASR recipe end to end on the tiny synthetic corpus, a killed stage resumed, LibriSpeech layout."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
+from asr_kd.asr.train import load_bundle
+from asr_kd.cli import main
+from asr_kd.data.manifest import read_manifest
+from asr_kd.distill import TeacherCache
+from asr_kd.models.acoustic import CTCAcousticModel
+
+CONFIG = str(default_config_path("synth_en"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    exp = tmp_path_factory.mktemp("tiny")
+    overrides = [f"exp_dir={exp}", "threads=2"]
+    assert main(["run", CONFIG, "--preset", "tiny", *[a for o in overrides for a in ("--set", o)]]) == 0
+    cfg = load_asr_config(CONFIG, "tiny", overrides)
+    return AsrRecipe(cfg, log=lambda m: None)
+
+
+def test_teachers_learn_and_every_row_is_reported(tiny):
+    for name in ("teacher-0", "teacher-1", "guided-1"):
+        h = json.loads((tiny.exp / "models" / name / "history.json").read_text())
+        epochs = sorted(int(e) for e in h)
+        assert epochs == list(range(1, tiny.cfg["train"]["epochs"] + 1))
+        assert h[str(epochs[-1])]["train_loss"] < 0.8 * h["1"]["train_loss"], h
+    results = json.loads((tiny.exp / "results.json").read_text())
+    systems = [r["system"] for r in results["rows"]]
+    assert systems == [name for name, _ in tiny.model_rows()]
+    assert {"teacher-0", "teacher-1", "guided-1", "ensemble", "ensemble-guided", "student-scratch",
+            "student-kd", "student-kd-guided", "student-sequence"} == set(systems)
+    for row in results["rows"]:
+        assert 0 <= row["wer"] <= 5 and 0 <= row["cer"] <= 5 and row["rtf"] > 0 and row["parameters"] > 0
+    teacher, student = results["rows"][0], results["rows"][systems.index("student-kd")]
+    assert student["parameters"] < 0.5 * teacher["parameters"]  # half the width: about a third of the weights
+    assert set(results["targets"]) == {"ensemble", "ensemble-guided"}
+    md = (tiny.exp / "RESULTS.md").read_text()
+    assert all(f"| {s} |" in md for s in systems)
+    assert (tiny.exp / "plots" / "training_curves.png").stat().st_size > 1000
+    assert (tiny.exp / "score" / "student-kd.hyp.trn").read_text().count("(") == 10
+
+
+def test_cache_keys_are_the_training_manifest_ids(tiny):
+    train_ids = {e.id for e in read_manifest(tiny.exp / "corpus" / "train.csv")}
+    for name in ("ensemble", "ensemble-guided"):
+        cache = TeacherCache(tiny.exp / "ensembles" / name / "cache", fingerprint=tiny.cache_fingerprint(name))
+        assert set(cache.ids()) == train_ids
+        assert all(cache.num_frames(i) == len(tiny.feats("train")[i]) // 4 + 0 or cache.num_frames(i) > 0
+                   for i in train_ids)
+
+
+def _test_ctc_loss(recipe: AsrRecipe, model) -> float:
+    tok = recipe.tokenizer()
+    feats, texts = recipe.feats("test"), recipe.texts("test")
+    losses = []
+    for utt, x in feats.items():
+        lp, n = model.log_probs(x[None].float(), torch.tensor([len(x)]))
+        target = torch.tensor([tok.encode(texts[utt])])
+        losses.append(float(F.ctc_loss(lp.transpose(0, 1), target, n, torch.tensor([target.shape[1]]))))
+    return sum(losses) / len(losses)
+
+
+def test_distilled_student_beats_an_untrained_one(tiny):
+    student = load_bundle(tiny.exp / "models" / "student-kd")
+    untrained = load_bundle(tiny.exp / "models" / "student-kd")
+    torch.manual_seed(0)
+    untrained.model = CTCAcousticModel(untrained.model.cfg)
+    trained_loss, untrained_loss = _test_ctc_loss(tiny, student), _test_ctc_loss(tiny, untrained)
+    assert trained_loss < 0.8 * untrained_loss, (trained_loss, untrained_loss)
+
+
+def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
+    model = str(tiny.exp / "models" / "student-kd")
+    manifest = str(tiny.exp / "corpus" / "test.csv")
+    assert main(["evaluate", model, manifest, "--out", str(tmp_path / "scores")]) == 0
+    out = capsys.readouterr().out
+    assert "10 utterances" in out and "WER" in out
+    scores = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    expected = json.loads((tiny.exp / "score" / "student-kd.json").read_text())
+    assert scores["wer"] == pytest.approx(expected["wer"])  # the same model scores the same on the same set
+    wavs = [e.wav for e in read_manifest(manifest)[:2]]
+    ensemble = f"{tiny.exp / 'models' / 'teacher-0'},{tiny.exp / 'models' / 'teacher-1'}"
+    assert main(["transcribe", ensemble, *wavs]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert [line.split("\t")[0] for line in lines] == wavs
+    assert main(["evaluate", model, str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+
+
+def _run(exp: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "asr_kd", "run", CONFIG, "--preset", "tiny", "--set", f"exp_dir={exp}",
+           "--set", "threads=1", "--set", "train.epochs=6", "--stop-stage", "teacher-0", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_teacher_killed_mid_training_resumes_to_the_same_model(tmp_path):
+    reference = _run(tmp_path / "a")
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    victim = _run(tmp_path / "b")
+    history = tmp_path / "b" / "models" / "teacher-0" / "history.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it once two epochs are checkpointed, in the middle of the third
+        if history.exists() and len(json.loads(history.read_text() or "{}")) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "b" / "models" / "teacher-0" / "model.pt").exists(), "killed too late to test resuming"
+    resumed = _run(tmp_path / "b")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "resuming an interrupted run" in out and "stage 1 prepare: done already" in out
+    a = torch.load(tmp_path / "a" / "models" / "teacher-0" / "model.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "models" / "teacher-0" / "model.pt", weights_only=False)
+    assert a["info"]["best_epoch"] == b["info"]["best_epoch"]
+    for key in a["state"]:
+        assert torch.equal(a["state"][key], b["state"][key]), key
+
+
+def test_librispeech_config_on_a_tiny_librispeech_tree(tmp_path):
+    from asr_kd.data.audio import resample
+    from asr_kd.data.espeak import Espeak
+
+    tts = Espeak()
+    sentences = ["the cat sat on the mat", "a dog ran home", "we like green apples", "it is cold today",
+                 "she reads a book", "they walk to school"]
+    src = tmp_path / "LibriSpeech"
+    for split, spk in (("train-clean-5", "19"), ("dev-clean-2", "84"), ("test-clean-2", "61")):
+        ch = src / split / spk / "198"
+        ch.mkdir(parents=True)
+        lines = []
+        for i, text in enumerate(sentences):
+            wav, sr = tts.synth(text, voice="en-us+m1", rate=180)
+            uid = f"{spk}-198-{i:04d}"
+            sf.write(ch / f"{uid}.flac", resample(wav.astype(np.float32) / 32768, sr, 16000), 16000)
+            lines.append(f"{uid} {text.upper()}")
+        (ch / f"{spk}-198.trans.txt").write_text("\n".join(lines) + "\n")
+    config = str(default_config_path("librispeech"))
+    sets = [f"exp_dir={tmp_path / 'exp'}", f"corpus.src={src}", "corpus.splits.train=train-clean-5",
+            "corpus.splits.valid=dev-clean-2", "corpus.splits.test=test-clean-2"]
+    assert main(["run", config, "--preset", "smoke", *[a for s in sets for a in ("--set", s)]]) == 0
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert [r["system"] for r in results["rows"]] == ["teacher-0", "teacher-1", "ensemble", "student-scratch",
+                                                       "student-kd"]
+    assert results["corpus"]["train"]["utterances"] == 6
+    # a wrong split name is refused with the names that exist
+    bad = sets[:-1] + ["corpus.splits.test=test-other", f"exp_dir={tmp_path / 'exp2'}"]
+    assert main(["run", config, "--preset", "smoke", *[a for s in bad for a in ("--set", s)]]) == 2
