@@ -76,12 +76,13 @@ def read_config(path: str | os.PathLike, preset: str | None, overrides: Sequence
     for item in overrides:
         apply_override(cfg, item)
     cfg["preset"] = preset
+    cfg["overrides"] = list(overrides)
     return cfg
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
     write(tmp)
     os.replace(tmp, path)

@@ -158,6 +158,9 @@ def test_librispeech_config_on_a_tiny_librispeech_tree(tmp_path):
     assert [r["system"] for r in results["rows"]] == ["teacher-0", "teacher-1", "ensemble", "student-scratch",
                                                        "student-kd"]
     assert results["corpus"]["train"]["utterances"] == 6
+    # the smoke preset trains two models at a time in worker processes, each logging to its file
+    assert "stage 2 teacher-0: finished" in (tmp_path / "exp" / "logs" / "teacher-0.log").read_text()
+    assert (tmp_path / "exp" / "logs" / "student-kd.log").exists()
     # a wrong split name is refused with the names that exist
     bad = sets[:-1] + ["corpus.splits.test=test-other", f"exp_dir={tmp_path / 'exp2'}"]
     assert main(["run", config, "--preset", "smoke", *[a for s in bad for a in ("--set", s)]]) == 2

@@ -45,6 +45,7 @@ from asr_kd.stages import Stage, run_stages
 GUIDANCE = ("none", "guided", "both")
 STUDENTS = ("scratch", "kd", "kd-guided", "sequence")
 CORPUS_KINDS = ("synth", "manifests", "librispeech", "commonvoice", "folder")
+TRAINED = ("teacher", "guided", "student")  #: stage name prefixes of model trainings
 
 
 def repo_root() -> Path:
@@ -213,7 +214,67 @@ class AsrRecipe:
             return run_stages(stages, self.exp, k, k, log=self.log)
         self.exp.mkdir(parents=True, exist_ok=True)
         _write_json(self.exp / "config.json", self.cfg)
-        return run_stages(stages, self.exp, number(start) or 1, number(stop), log=self.log)
+        first, last = number(start) or 1, number(stop) or len(stages)
+        jobs = int(self.cfg["parallel"])
+        if jobs <= 1:
+            return run_stages(stages, self.exp, first, last, log=self.log)
+        ran: list[str] = []
+        k = first
+        while k <= last:  # in order; consecutive training stages go to `jobs` worker processes at a time
+            end = k
+            if stages[k - 1].name.split("-")[0] in TRAINED:
+                while end < last and stages[end].name.split("-")[0] in TRAINED:
+                    end += 1
+            if end > k:
+                self._train_in_parallel([s.name for s in stages[k - 1 : end]], jobs)
+            ran += run_stages(stages, self.exp, k, end, log=self.log)
+            k = end + 1
+        return ran
+
+    def run_stage(self, name: str) -> bool:
+        """Run the one stage ``name`` (a worker of a parallel run); True when it finished."""
+        stages = self.stages()
+        k = [s.name for s in stages].index(name) + 1
+        run_stages(stages, self.exp, k, k, log=self.log)
+        return True
+
+    def _train_in_parallel(self, names: Sequence[str], jobs: int) -> None:
+        """Run training stages as ``jobs`` worker processes at a time, each with its share of threads."""
+        import subprocess
+        import sys
+
+        threads = max(1, int(self.cfg["threads"]) // jobs)
+        logs = self.exp / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        sets = [*self.cfg.get("overrides", []), f"threads={threads}", "parallel=1", "progress=false"]
+        pending, running, failed = list(names), [], []
+        while pending or running:
+            while pending and len(running) < jobs:
+                name = pending.pop(0)
+                cmd = [sys.executable, "-m", "asr_kd", "run", self.cfg["config_path"], "--worker",
+                       "--stage", name, "--stop-stage", name]
+                if self.cfg.get("preset"):
+                    cmd += ["--preset", self.cfg["preset"]]
+                for item in sets:
+                    cmd += ["--set", item]
+                log_file = open(logs / f"{name}.log", "a")
+                self.log(f"{name}: training in a worker process ({threads} thread(s)), log {logs / (name + '.log')}")
+                running.append((name, subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT), log_file))
+            time.sleep(1)
+            for item in list(running):
+                name, proc, log_file = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                log_file.close()
+                tail = (logs / f"{name}.log").read_text(errors="replace").strip().splitlines()
+                if proc.returncode != 0:
+                    failed.append(name)
+                    self.log(f"{name}: FAILED (exit {proc.returncode}); end of its log:\n  " + "\n  ".join(tail[-15:]))
+                else:
+                    self.log(f"{name}: {tail[-2] if len(tail) > 1 else 'done'}")
+        if failed:
+            raise RuntimeError(f"training failed in worker process(es) {failed}; see {logs}")
 
     # ------------------------------------------------------------------ stage 1: prepare
 

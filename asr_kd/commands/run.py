@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-stage", default=None, help="last stage to run (number or name; default: the last)")
     p.add_argument("--teacher", type=int, default=None, help="train only teacher I (after prepare)")
     p.add_argument("--list", action="store_true", help="list the stages and whether each is done, then exit")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one stage for a parallel run
     p.set_defaults(func=run)
 
 
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
                 done = marker_path(recipe.exp, i, stage).exists()
                 print(f"{i:2d} {stage.name:<20} {'done' if done else ''}")
             return 0
+        if args.worker:  # a training stage started by a parallel run: nothing else
+            return 0 if recipe.run_stage(args.stage) else 1
         recipe.exp.mkdir(parents=True, exist_ok=True)
         (recipe.exp / "command.txt").write_text(
             "asr-kd run " + " ".join(shlex.quote(a) for a in sys.argv[2:]) + "\n" if len(sys.argv) > 2
