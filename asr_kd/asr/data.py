@@ -48,6 +48,7 @@ def extract_features(
     config: FeatureConfig = FeatureConfig(),
     batch_size: int = 16,
     desc: str = "features",
+    progress: bool = True,
 ) -> dict[str, Tensor]:
     """Compute (or load, when ``path`` holds them already) every entry's log-Mel features.
 
@@ -63,7 +64,7 @@ def extract_features(
     frontend = FrontEnd(config)  # no CMVN: raw log-Mels are stored, normalised per batch
     feats: dict[str, Tensor] = {}
     order = sorted(range(len(entries)), key=lambda i: entries[i].duration or 0.0)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
         chunk = [entries[i] for i in order[start : start + batch_size]]
         wavs, lengths = collate_audio([load_audio(e.wav, config.sample_rate) for e in chunk])
         out, frames = frontend(wavs, lengths)

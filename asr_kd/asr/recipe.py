@@ -296,7 +296,8 @@ class AsrRecipe:
         feature_cfg = FeatureConfig(n_mels=int(self.cfg["features"]["n_mels"]))
         summary = {"splits": {}, "tokenizer": tcfg, "num_classes": self._num_classes(tok)}
         for split, rows in entries.items():
-            feats = extract_features(rows, self.data_dir / "feats" / f"{split}.pt", feature_cfg, desc=f"features {split}")
+            feats = extract_features(rows, self.data_dir / "feats" / f"{split}.pt", feature_cfg,
+                                     desc=f"features {split}", progress=bool(self.cfg["progress"]))
             texts = {e.id: e.wrd for e in rows}
             _write_json(self.data_dir / f"{split}.text.json", texts)
             frames = sum(len(f) for f in feats.values())
@@ -332,6 +333,7 @@ class AsrRecipe:
             s = corpus["synth"]
             return synthesize_corpus(out, preset=s["preset"], seed=int(s["seed"]), noise_prob=float(s["noise_prob"]),
                                      snr_db=tuple(s["snr_db"]), reverb_prob=float(s["reverb_prob"]),
+                                     extra_voices=s.get("extra_voices", False),
                                      jobs=int(self.cfg["threads"]), progress=bool(self.cfg["progress"]))
         src = corpus.get("src")
         if not src or not Path(src).exists():

@@ -69,7 +69,7 @@ def _plots(recipe, names: Sequence[str], scores: Mapping[str, Any]) -> list[str]
         style = "-" if name.startswith("teacher") or name.startswith("guided") else "--"
         axes[0].plot(epochs, [h[str(e)]["train_loss"] for e in epochs], style, label=name)
         axes[1].plot(epochs, [h[str(e)]["valid_wer"] for e in epochs], style, label=name)
-    axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
+    axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss (each model's own objective)")
     axes[1].set(xlabel="epoch", ylabel="valid WER (%)", title="validation WER (greedy)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="redo even if done before with the same options")
     p.set_defaults(func=prepare)
 
-    p = sub.add_parser("synth", help="synthesise the embedded English speech corpus with espeak-ng")
+    p = sub.add_parser("synth", help="synthesise the embedded English speech corpus with espeak-ng "
+                                     "(plus flite/festival voices when installed)")
     p.add_argument("out", help="output folder")
     p.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="corpus size (default: demo)")
     p.add_argument("--seed", type=int, default=0)
@@ -57,9 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reverb", type=float, default=0.0, metavar="P", help="share of utterances with reverberation (0-1)")
     p.add_argument("--rt60", type=_range, default=(0.15, 0.6), metavar="LOW:HIGH", help="reverberation time range in s")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--flite", action="store_true",
-                   help="add the four flite voices (needs the flite command; off by default so that a seed "
-                        "gives the same corpus on every machine)")
+    p.add_argument("--extra-voices", choices=["auto", "yes", "no"], default=None,
+                   help="flite and festival voices: auto (default) adds those installed; yes requires them; "
+                        "no: espeak-ng only, so a seed gives the same corpus on every machine")
+    p.add_argument("--flite", action="store_true", help="deprecated: same as --extra-voices yes")
     p.add_argument("--force", action="store_true", help="remake even if complete")
     p.set_defaults(func=synth)
 
@@ -112,8 +114,21 @@ def prepare(args: argparse.Namespace) -> int:
 
 
 def synth(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from ..data.espeak import EspeakError
-    from ..data.synth import synthesize_corpus
+    from ..data.festival import APT_FESTIVAL, APT_VOICES, FestivalError
+    from ..data.flite import APT_FLITE, FliteError
+    from ..data.synth import extra_voices_used, synthesize_corpus
+
+    extra = args.extra_voices or "auto"
+    if args.flite:
+        if args.extra_voices not in (None, "yes"):
+            raise UserError("--flite (deprecated) means --extra-voices yes; "
+                            f"it contradicts --extra-voices {args.extra_voices}")
+        print("asr-kd synth: --flite is deprecated; use --extra-voices yes (or auto, the default)", file=sys.stderr)
+        extra = "yes"
 
     for name, (lo, hi) in (("--snr", args.snr), ("--rt60", args.rt60)):
         if lo > hi:
@@ -125,12 +140,25 @@ def synth(args: argparse.Namespace) -> int:
         result = synthesize_corpus(
             args.out, preset=args.preset, seed=args.seed, text_file=args.text, utterances=args.utterances,
             noise_prob=args.noise, snr_db=args.snr, reverb_prob=args.reverb, rt60=args.rt60, jobs=args.jobs,
-            force=args.force, extra_voices=args.flite,
+            force=args.force, extra_voices={"yes": True, "no": False}.get(extra, extra),
         )
-    except (ValueError, EspeakError) as err:
+    except (ValueError, EspeakError, FliteError, FestivalError) as err:
         raise UserError(str(err)) from err
     except OSError as err:
         raise UserError(f"{err.filename or args.out}: {err.strerror or err}; check the path and its permissions") from err
     for split, path in result.items():
         print(f"{split}: {path}")
+    options = json.loads((Path(args.out) / "synth.json").read_text())["options"]
+    used = extra_voices_used(options)
+    picked = [f"{v} ({split})" for split, vs in used.items() for v in vs]
+    unpicked = sorted(set(options.get("extra_voices", [])) - {v for vs in used.values() for v in vs})
+    if picked:
+        print(f"extra voices used: {', '.join(picked)}")
+    if unpicked:
+        print(f"extra voices installed but not picked for this preset: {', '.join(unpicked)}")
+    if extra == "no":
+        print("extra voices: none (--extra-voices no: espeak-ng only)")
+    elif not options.get("extra_voices"):
+        print(f"extra voices: none installed (apt-get install {APT_FLITE} {APT_FESTIVAL} {APT_VOICES} adds "
+              "7 English voices)")
     return 0

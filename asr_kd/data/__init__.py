@@ -6,8 +6,9 @@ Modules (each does one thing):
   ``load_manifest(path, skip_bad=False)`` for training.
 - :mod:`~asr_kd.data.validate`: check every row, report every problem with its row and a fix.
 - :mod:`~asr_kd.data.prepare`: LibriSpeech, Common Voice, a folder of audio + .txt, CSV/JSONL with a mapping.
-- :mod:`~asr_kd.data.synth`: the embedded English corpus (espeak-ng, optional flite voices);
-  :mod:`~asr_kd.data.sentences` writes its text, :mod:`~asr_kd.data.espeak` / :mod:`~asr_kd.data.flite` speak it.
+- :mod:`~asr_kd.data.synth`: the embedded English corpus (espeak-ng, plus the flite and festival
+  voices installed, unless ``extra_voices=False``); :mod:`~asr_kd.data.sentences` writes its text,
+  :mod:`~asr_kd.data.espeak` / :mod:`~asr_kd.data.flite` / :mod:`~asr_kd.data.festival` speak it.
 - :mod:`~asr_kd.data.text`: transcript normalisation.
 - :mod:`~asr_kd.data.audio`: audio I/O (16 kHz mono on load, atomic writes).
 - :mod:`~asr_kd.data.tokenizer`: sentencepiece (unigram/BPE) or characters; id 0 is the CTC blank.

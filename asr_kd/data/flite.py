@@ -1,4 +1,8 @@
-"""Optional extra voices from the ``flite`` command (Debian package ``flite``), used when installed.
+"""Extra English voices from the ``flite`` command (Debian package ``flite``), used when installed.
+
+Each utterance is one ``flite`` call. Text is cleaned as for festival
+(:func:`~asr_kd.data.festival.speakable`): from its first ASCII letter or digit on, so it is
+never read as an option; text without one (flite would say nothing) is refused.
 
 Example
 -------
@@ -18,8 +22,16 @@ import tempfile
 import numpy as np
 import soundfile as sf
 
+from .festival import speakable
+
+#: What to install for the flite voices.
+APT_FLITE = "flite"
 #: 16 kHz flite voices and a typical mean F0 (Hz) for each.
 FLITE_VOICES: dict[str, float] = {"kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 165.0}
+
+
+class FliteError(RuntimeError):
+    """flite is missing or failed on a text."""
 
 
 def flite_voices() -> list[str]:
@@ -27,9 +39,25 @@ def flite_voices() -> list[str]:
     return [f"flite+{v}" for v in FLITE_VOICES] if shutil.which("flite") else []
 
 
+def flite_missing() -> str:
+    """Why :func:`flite_voices` is empty, with the fix ("" when it is not)."""
+    return "" if shutil.which("flite") else f"the flite command is not installed (apt-get install {APT_FLITE})"
+
+
 def flite_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> tuple[np.ndarray, int]:
-    """Speak ``text`` with a flite voice; ``rate`` in words/min (170 = normal), ``pitch`` 0-100 (50 = normal)."""
-    text = text.lstrip("- ")  # the command line must not read the text as an option
+    """Speak ``text`` with a flite voice; ``rate`` in words/min (170 = normal), ``pitch`` 0-100 (50 = normal).
+
+    Raises:
+        FliteError: flite is missing or failed, or the text has nothing to say; the message
+            names the voice and the fix.
+    """
+    if not shutil.which("flite"):
+        raise FliteError(f"flite voice {voice!r}: {flite_missing()}")
+    spoken = speakable(text)  # never starts with "-", so the command line cannot read it as an option
+    if not spoken:
+        raise FliteError(f"flite voice {voice!r} cannot speak {text[:40]!r}: it has no ASCII letter or digit "
+                         "(flite would say nothing); remove that line or use --extra-voices no")
+    text = spoken
     stretch = 170.0 / max(60, rate)
     f0 = FLITE_VOICES.get(voice, 120.0) * (0.7 + 0.006 * pitch)
     fd, path = tempfile.mkstemp(suffix=".wav")
@@ -42,7 +70,7 @@ def flite_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> tupl
         )
         wav, sr = sf.read(path, dtype="int16")
     except (OSError, subprocess.SubprocessError, RuntimeError) as err:
-        raise RuntimeError(f"flite failed for voice {voice!r} on {text[:40]!r}: {err}") from err
+        raise FliteError(f"flite voice {voice!r} failed on {text[:40]!r}: {err}") from err
     finally:
         os.unlink(path)
     return wav, sr

@@ -8,10 +8,13 @@ training. Text comes from :class:`~asr_kd.data.sentences.SentenceGenerator` or f
 file (one sentence per line). Optional additive noise at a random SNR and synthetic
 reverberation (exponentially decaying noise impulse responses).
 
-The flite voices are opt-in: with ``extra_voices=True`` (``asr-kd synth --flite``) and the
-``flite`` command installed, its four 16 kHz voices join the pool (rms is a test voice, awb a
-valid voice). By default they are left out, so the corpus a seed gives depends only on the
-pip packages, not on whether flite happens to be installed.
+Extra voices: the four 16 kHz voices of the ``flite`` command and the English voices of
+``festival`` join the pool when they are installed (``extra_voices="auto"``, the default;
+``True`` requires both and fails naming the apt package to install; ``False`` uses espeak-ng
+only, so the corpus a seed gives depends only on the pip packages). They split by the person
+who recorded them (:func:`voice_speaker`): flite's kal16 and festival's kal_diphone are one
+speaker and stay in one split; rms and ked are test speakers, awb a valid speaker. The
+extra voices in the pool are part of the options, so the fingerprint changes with them.
 
 Everything is derived from the seed: the same seed and options give the same bytes
 (libespeak-ng keeps state between utterances, so each chunk of utterances is rendered by a
@@ -32,6 +35,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +45,8 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, audio_info, resample, write_audio
 from .espeak import Espeak, available_voices
-from .flite import flite_synth, flite_voices
+from .festival import festival_missing, festival_synth, festival_voices
+from .flite import flite_missing, flite_synth, flite_voices
 from .manifest import Entry, write_manifest
 from .sentences import Sentence, SentenceGenerator
 from .text import normalise_text
@@ -68,10 +73,15 @@ PRESETS: dict[str, Preset] = {
     "full": Preset((6600, 300, 500), (0, 0, 0), "benchmark corpus: ~6 h of audio"),
 }
 
-#: Variants held out of training: valid and test each get their own.
-#: (flite voices, when asked for and installed, split the same way: rms is a test voice.)
-TEST_VARIANTS = ("m3", "f4", "klatt3", "grandpa", "quincy", "steph", "rms")
+#: Speakers held out of training: valid and test each get their own. An espeak-ng voice's
+#: speaker is its variant; a flite/festival voice's is the person recorded (see voice_speaker).
+TEST_VARIANTS = ("m3", "f4", "klatt3", "grandpa", "quincy", "steph", "rms", "ked")
 VALID_VARIANTS = ("m6", "f2", "aunty", "max", "awb")
+#: Prefixes of the voices that do not come from espeak-ng.
+EXTRA_ENGINES = ("flite", "festival")
+#: Festival voice names: [institution_language_]SPEAKER[_arctic][_method], e.g. cmu_us_slt_arctic_hts.
+_EXTRA_NAME = re.compile(r"^(?:[a-z]+_[a-z]{2}_)?([a-z0-9]+?)(?:_arctic)?"
+                         r"(?:_(?:diphone|mbrola|clunits|hts|cg|ldom|multisyn))*$")
 
 
 @dataclass
@@ -89,22 +99,79 @@ class SynthOptions:
     rt60: tuple[float, float] = (0.15, 0.6)
     sample_rate: int = SAMPLE_RATE
     voices: dict[str, list[str]] = field(default_factory=dict)
+    #: the flite/festival voices in the pool (installed and not turned off), whether picked or not
+    extra_voices: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        d = asdict(self)
+        if not d["extra_voices"]:
+            del d["extra_voices"]  # espeak-ng only: the same fingerprint as before extra voices existed
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def split_voices(seed: int = 0, voices: list[str] | None = None, extra_voices: bool = False) -> dict[str, list[str]]:
-    """Partition ``accent+variant`` voices into train/valid/test, disjoint by variant.
+def voice_speaker(voice: str) -> str:
+    """The speaker behind a voice, the unit of the speaker-disjoint split.
 
-    ``extra_voices`` adds the flite voices when the flite command is installed.
+    An espeak-ng voice's variant (``en-gb-x-rp+m3`` -> ``m3``: one variant is one speaker in
+    every accent); for flite and festival, the person recorded, so that one person under two
+    engines is one speaker: ``flite+kal16`` and ``festival+kal_diphone`` -> ``kal``,
+    ``festival+cmu_us_slt_arctic_hts`` -> ``slt``, ``festival+cmu_us_awb_cg`` -> ``awb``.
+    """
+    engine, _, name = voice.partition("+")
+    if engine not in EXTRA_ENGINES:
+        return name
+    name = name.lower()
+    m = _EXTRA_NAME.match(name)
+    name = m.group(1) if m else name
+    return re.sub(r"(?<=[a-z])(8|16|22|32|48)k?$", "", name)  # flite's kal16 is kal
+
+
+def _extra_mode(extra_voices: bool | str) -> str:
+    """``"auto"``, ``"yes"`` or ``"no"`` from True/False/"auto"/"yes"/"no" (YAML gives any of these)."""
+    if extra_voices is True or extra_voices is False:
+        return "yes" if extra_voices else "no"
+    mode = str(extra_voices).strip().lower()
+    mode = {"true": "yes", "false": "no", "on": "yes", "off": "no"}.get(mode, mode)
+    if mode not in ("auto", "yes", "no"):
+        raise ValueError(f"extra_voices must be 'auto', True ('yes') or False ('no'), got {extra_voices!r}")
+    return mode
+
+
+def extra_voice_pool(extra_voices: bool | str = "auto") -> list[str]:
+    """The flite and festival voices to add: installed ones for ``"auto"``, none for False.
+
+    True requires both engines and raises ``ValueError`` naming what is missing and the apt
+    package that installs it.
+    """
+    mode = _extra_mode(extra_voices)
+    if mode == "no":
+        return []
+    fl, fe = flite_voices(), festival_voices()
+    if mode == "yes":
+        missing = [why for why in (flite_missing() if not fl else "", festival_missing() if not fe else "") if why]
+        if missing:
+            raise ValueError("extra voices asked for (--extra-voices yes / extra_voices=True), but "
+                             + "; ".join(missing) + ". Install them, or use --extra-voices auto (those installed) "
+                             "or --extra-voices no (espeak-ng only)")
+    return fl + fe
+
+
+def split_voices(seed: int = 0, voices: list[str] | None = None,
+                 extra_voices: bool | str = False) -> dict[str, list[str]]:
+    """Partition voices into train/valid/test, disjoint by speaker (:func:`voice_speaker`).
+
+    Args:
+        seed: orders the voices of each split.
+        voices: the pool (default: every espeak-ng ``accent+variant`` voice, plus the extra voices).
+        extra_voices: which flite/festival voices join the default pool (see :func:`extra_voice_pool`);
+            False here, so that ``split_voices(seed)`` is the same on every machine.
     """
     if voices is None:
-        voices = available_voices() + (flite_voices() if extra_voices else [])
+        voices = available_voices() + extra_voice_pool(extra_voices)
     out = {"train": [], "valid": [], "test": []}
     for v in voices:
-        variant = v.split("+", 1)[1]
-        split = "test" if variant in TEST_VARIANTS else "valid" if variant in VALID_VARIANTS else "train"
+        speaker = voice_speaker(v)
+        split = "test" if speaker in TEST_VARIANTS else "valid" if speaker in VALID_VARIANTS else "train"
         out[split].append(v)
     rng = np.random.default_rng([seed, 7])
     return {k: [vs[i] for i in rng.permutation(len(vs))] for k, vs in out.items()}
@@ -161,6 +228,8 @@ def _render(job: _Job, tts: Espeak) -> tuple[int, float]:
     """Synthesise one utterance to ``job.path``; returns (index, duration in seconds)."""
     if job.voice.startswith("flite+"):
         wav, sr = flite_synth(job.spoken, job.voice.split("+", 1)[1], rate=job.rate, pitch=job.pitch)
+    elif job.voice.startswith("festival+"):
+        wav, sr = festival_synth(job.spoken, job.voice.split("+", 1)[1], rate=job.rate, pitch=job.pitch)
     else:
         wav, sr = tts.synth(job.spoken, voice=job.voice, rate=job.rate, pitch=job.pitch, pitch_range=job.prange,
                              seed=job.noise_seed)
@@ -217,6 +286,39 @@ def is_complete(out: str | os.PathLike, opts: SynthOptions) -> bool:
     return all((Path(out) / f"{s}.csv").exists() for s in SPLITS)
 
 
+def synth_options(
+    preset: str = "tiny",
+    seed: int = 0,
+    text_file: str | os.PathLike | None = None,
+    utterances: tuple[int, int, int] | None = None,
+    noise_prob: float = 0.0,
+    snr_db: tuple[float, float] = (10.0, 30.0),
+    reverb_prob: float = 0.0,
+    rt60: tuple[float, float] = (0.15, 0.6),
+    extra_voices: bool | str = "auto",
+) -> SynthOptions:
+    """The options (voices included) that :func:`synthesize_corpus` would use on this machine."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    counts = tuple(utterances) if utterances else p.utterances
+    extras = extra_voice_pool(extra_voices)
+    voices = split_voices(seed, voices=available_voices() + extras)
+    chosen = {s: (voices[s][: n] if n else voices[s]) for s, n in zip(SPLITS, p.speakers)}
+    return SynthOptions(
+        preset=preset, seed=seed, utterances=counts, speakers=p.speakers,
+        text_file_sha1=hashlib.sha1(Path(text_file).read_bytes()).hexdigest() if text_file else "",
+        noise_prob=noise_prob, snr_db=tuple(snr_db), reverb_prob=reverb_prob, rt60=tuple(rt60), voices=chosen,
+        extra_voices=extras,
+    )
+
+
+def extra_voices_used(opts: SynthOptions | dict) -> dict[str, list[str]]:
+    """``{split: [flite/festival voices picked]}`` from options or ``synth.json``'s ``"options"``."""
+    voices = opts.voices if isinstance(opts, SynthOptions) else opts.get("voices", {})
+    return {s: [v for v in voices.get(s, []) if v.split("+", 1)[0] in EXTRA_ENGINES] for s in SPLITS}
+
+
 def synthesize_corpus(
     out: str | os.PathLike,
     preset: str = "tiny",
@@ -230,7 +332,7 @@ def synthesize_corpus(
     jobs: int | None = None,
     progress: bool = True,
     force: bool = False,
-    extra_voices: bool = False,
+    extra_voices: bool | str = "auto",
 ) -> dict[str, Path]:
     """Make the synthetic corpus in ``out``; return ``{split: manifest path}``.
 
@@ -244,25 +346,14 @@ def synthesize_corpus(
         reverb_prob, rt60: share of utterances with reverberation, and its RT60 range in s.
         jobs: worker processes (default: all cores).
         force: remake even if a complete corpus with the same options is there.
-        extra_voices: add the flite voices (opt-in; needs the flite command, else ``ValueError``).
-            The voice list is part of the options, so a corpus made with them differs from
-            one made without.
+        extra_voices: the flite and festival voices: ``"auto"`` (default) adds those installed,
+            True requires both (``ValueError`` naming the missing command and its apt
+            package), False uses espeak-ng only (the same corpus on every machine). The
+            voices are part of the options (``synth.json``), so the fingerprint changes with them.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[preset]
-    counts = tuple(utterances) if utterances else p.utterances
     sentences_from_file = _read_text_file(text_file) if text_file else None
-    if extra_voices and not flite_voices():
-        raise ValueError("flite voices asked for, but the flite command is not installed "
-                         "(install it, e.g. apt-get install flite, or leave out --flite)")
-    voices = split_voices(seed, extra_voices=extra_voices)
-    chosen = {s: (voices[s][: n] if n else voices[s]) for s, n in zip(SPLITS, p.speakers)}
-    opts = SynthOptions(
-        preset=preset, seed=seed, utterances=counts, speakers=p.speakers,
-        text_file_sha1=hashlib.sha1(Path(text_file).read_bytes()).hexdigest() if text_file else "",
-        noise_prob=noise_prob, snr_db=tuple(snr_db), reverb_prob=reverb_prob, rt60=tuple(rt60), voices=chosen,
-    )
+    opts = synth_options(preset, seed, text_file, utterances, noise_prob, snr_db, reverb_prob, rt60, extra_voices)
+    counts, chosen = opts.utterances, opts.voices
     out = Path(out)
     if not force and is_complete(out, opts):
         if progress:
