@@ -31,6 +31,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--reverb", type=float, default=0.0)
+    ap.add_argument("--extra-voices", default="auto", choices=["auto", "yes", "no"],
+                    help="flite/festival voices: auto (those installed), yes (required), no (espeak-ng only)")
     ap.add_argument("--out", default=None, help="Markdown file to write (default: print only)")
     args = ap.parse_args()
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -40,7 +42,8 @@ def main() -> int:
         try:
             t0 = time.perf_counter()
             synthesize_corpus(tmp / "c", preset=preset, seed=args.seed, jobs=args.jobs,
-                              noise_prob=args.noise, reverb_prob=args.reverb, progress=True)
+                              noise_prob=args.noise, reverb_prob=args.reverb, progress=True,
+                              extra_voices={"yes": True, "no": False}.get(args.extra_voices, "auto"))
             wall = time.perf_counter() - t0
             meta = json.loads((tmp / "c" / "synth.json").read_text())
             size = sum(p.stat().st_size for p in (tmp / "c").rglob("*") if p.is_file())
@@ -49,11 +52,14 @@ def main() -> int:
         audio = meta["seconds_of_audio"]
         n = sum(meta["options"]["utterances"])
         voices = sum(len(v) for v in meta["options"]["voices"].values())
-        flite = sum(v.startswith("flite+") for vs in meta["options"]["voices"].values() for v in vs)
-        rows.append(f"| {preset} | {n} | {voices} ({flite} flite) | {audio / 3600:.2f} h | {wall:.1f} s | "
+        every = [v for vs in meta["options"]["voices"].values() for v in vs]
+        flite = sum(v.startswith("flite+") for v in every)
+        festival = sum(v.startswith("festival+") for v in every)
+        rows.append(f"| {preset} | {n} | {voices} ({flite} flite, {festival} festival) | {audio / 3600:.2f} h | {wall:.1f} s | "
                     f"**{audio / wall:.0f}x real time** | {args.jobs} | {size / 2**20:.0f} MiB |")
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cmd = (f"python tools/bench_synth.py --preset {' '.join(args.preset)} --jobs {args.jobs} --seed {args.seed}"
+           f" --extra-voices {args.extra_voices}"
            + (f" --noise {args.noise}" if args.noise else "") + (f" --reverb {args.reverb}" if args.reverb else ""))
     lines = [
         "# Synthetic corpus throughput",
@@ -67,8 +73,8 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Wall time covers planning, espeak-ng synthesis (22,050 Hz; flite voices when the flite command is "
-        "installed), resampling to 16 kHz, noise/reverberation when asked, writing 16-bit WAV files and the "
+        "Wall time covers planning, espeak-ng synthesis (22,050 Hz; flite and festival voices when installed "
+        "and not turned off), resampling to 16 kHz, noise/reverberation when asked, writing 16-bit WAV files and the "
         "manifests.",
         "",
     ]
