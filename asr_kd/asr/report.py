@@ -51,6 +51,14 @@ def _stage_walls(exp: Path) -> tuple[dict[str, float], float]:
     return walls, (max(ends) - min(starts)) if ends else 0.0
 
 
+def _relative(path: str, exp: Path) -> str:
+    """A path inside the experiment folder as relative to it (reports name no machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(exp.resolve()))
+    except ValueError:
+        return Path(path).name
+
+
 def _history(exp: Path, name: str) -> dict[str, Any]:
     p = exp / "models" / name / "history.json"
     return json.loads(p.read_text()) if p.exists() else {}
@@ -148,7 +156,7 @@ def write_report(recipe) -> dict:
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores visible, torch {torch.__version__}",
         "threads": recipe.cfg["threads"], "wall_seconds": round(elapsed, 1),
         "stage_seconds_sum": round(sum(walls.values()), 1), "stage_seconds": walls,
-        "corpus": summary["splits"], "tokenizer": summary["tokenizer"], "num_classes": summary["num_classes"],
+        "corpus": {split: {**v, "manifest": _relative(v["manifest"], exp)} for split, v in summary["splits"].items()}, "tokenizer": summary["tokenizer"], "num_classes": summary["num_classes"],
         "config": {k: recipe.cfg.get(k) for k in ("model", "train", "teachers", "ensemble", "students",
                                                   "specaugment", "parallel")},
         "rows": rows, "targets": targets, "plots": plots,
