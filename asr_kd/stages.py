@@ -92,6 +92,17 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def is_done(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int) -> bool:
+    """True when stage ``number`` (1-based) finished with its current config and inputs."""
+    stage = stages[number - 1]
+    marker = marker_path(exp_dir, number, stage)
+    if not marker.exists():
+        return False
+    stored = json.loads(marker.read_text(encoding="utf-8"))
+    upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
+    return not fingerprint_differences(stored["config"], stage.config) and stored.get("upstream") == upstream
+
+
 def run_stages(
     stages: Sequence[Stage],
     exp_dir: str | os.PathLike,

@@ -127,6 +127,44 @@ def test_train_with_sgd_ramp_and_an_online_teacher():
         train(MLP([784, 16, 10]), x, y, (x, y), cfg, 0, teacher=teacher)
 
 
+def test_training_killed_mid_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    import asr_kd.image.train as image_train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 784, generator=g)
+    y = (x[:, :392].sum(1) > x[:, 392:].sum(1)).long()
+    cfg = TrainConfig(epochs=4, lr=1e-2, batch_size=50, jitter=1, progress=False)
+
+    def fresh():  # dropout and jitter draw from the streams the checkpoint must restore
+        torch.manual_seed(1)
+        return MLP([784, 32, 10], dropout_input=0.2, dropout_hidden=0.5)
+
+    whole = fresh()
+    ref = train(whole, x, y, (x, y), cfg, seed=3)
+
+    real_count, calls = image_train.count_errors, []
+
+    def killed_after_two_epochs(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed in epoch 3")
+        return real_count(*args, **kwargs)
+
+    ckpt = tmp_path / "run.ckpt"
+    monkeypatch.setattr(image_train, "count_errors", killed_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), x, y, (x, y), cfg, seed=3, checkpoint=ckpt)
+    monkeypatch.setattr(image_train, "count_errors", real_count)
+    assert len(torch.load(ckpt, weights_only=False)["history"]["loss"]) == 2
+    resumed = MLP([784, 32, 10], dropout_input=0.2, dropout_hidden=0.5)  # weights come from the checkpoint
+    run = train(resumed, x, y, (x, y), cfg, seed=3, checkpoint=ckpt)
+    assert run.history == ref.history and run.best_epoch == ref.best_epoch
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="other settings"):
+        train(MLP([784, 32, 10]), x, y, (x, y), TrainConfig(epochs=5, progress=False), seed=3, checkpoint=ckpt)
+
+
 def test_device_setting_is_checked():
     assert load_config(default_config_path(), "main")["device"] == "cpu"
     with pytest.raises(RecipeError, match="device must be"):

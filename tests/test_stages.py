@@ -2,7 +2,7 @@
 
 import pytest
 
-from asr_kd.stages import Stage, run_stages
+from asr_kd.stages import Stage, is_done, run_stages
 
 
 def make(log, configs=None, fail_at=None):
@@ -99,3 +99,17 @@ def test_a_stage_reruns_only_when_a_stage_it_depends_on_ran_again(tmp_path):
     assert ran == ["prepare", "t1", "t0"]  # teacher 1 was not redone after teacher 0 ran
     run_stages(stages(2), tmp_path, log=lambda m: None)
     assert ran[3:] == ["prepare", "t0", "t1"]
+
+
+def test_is_done_agrees_with_run_stages(tmp_path):
+    log = []
+    stages = make(log)
+    assert not any(is_done(stages, tmp_path, k) for k in (1, 2, 3))
+    run_stages(stages, tmp_path, stop=2, log=lambda m: None)
+    assert [is_done(stages, tmp_path, k) for k in (1, 2, 3)] == [True, True, False]
+    changed = make(log, configs={"prepare": {"v": 2}})
+    # prepare's config changed: prepare is not done; teachers still matches prepare's marker ...
+    assert [is_done(changed, tmp_path, k) for k in (1, 2)] == [False, True]
+    # ... until prepare runs again
+    run_stages(changed, tmp_path, stop=1, log=lambda m: None)
+    assert [is_done(changed, tmp_path, k) for k in (1, 2)] == [True, False]

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from asr_kd.config import ConfigError, merge, read_config, write_atomic
-from asr_kd.stages import Stage, run_stages
+from asr_kd.stages import Stage, is_done, run_stages
 
 GUIDANCE = ("none", "guided", "both")
 STUDENTS = ("scratch", "kd", "kd-guided", "sequence")
@@ -239,40 +239,56 @@ class AsrRecipe:
         return True
 
     def _train_in_parallel(self, names: Sequence[str], jobs: int) -> None:
-        """Run training stages as ``jobs`` worker processes at a time, each with its share of threads."""
+        """Run training stages as ``jobs`` worker processes at a time, each with its share of threads.
+
+        Stages already finished are left out. When the rest do not split evenly into ``jobs``
+        (3 teachers on 2 jobs), the odd ones run first with the threads shared among fewer
+        processes, so no core idles behind a lone 1-thread worker at the end.
+        """
         import subprocess
         import sys
 
-        threads = max(1, int(self.cfg["threads"]) // jobs)
+        stages = self.stages()
+        numbers = {s.name: k for k, s in enumerate(stages, 1)}
+        todo = [n for n in names if not is_done(stages, self.exp, numbers[n])]
+        total = int(self.cfg["threads"])
         logs = self.exp / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        sets = [*self.cfg.get("overrides", []), f"threads={threads}", "parallel=1", "progress=false"]
-        pending, running, failed = list(names), [], []
-        while pending or running:
-            while pending and len(running) < jobs:
-                name = pending.pop(0)
-                cmd = [sys.executable, "-m", "asr_kd", "run", self.cfg["config_path"], "--worker",
-                       "--stage", name, "--stop-stage", name]
-                if self.cfg.get("preset"):
-                    cmd += ["--preset", self.cfg["preset"]]
-                for item in sets:
-                    cmd += ["--set", item]
-                log_file = open(logs / f"{name}.log", "a")
-                self.log(f"{name}: training in a worker process ({threads} thread(s)), log {logs / (name + '.log')}")
-                running.append((name, subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT), log_file))
-            time.sleep(1)
-            for item in list(running):
-                name, proc, log_file = item
-                if proc.poll() is None:
-                    continue
-                running.remove(item)
-                log_file.close()
-                tail = (logs / f"{name}.log").read_text(errors="replace").strip().splitlines()
-                if proc.returncode != 0:
-                    failed.append(name)
-                    self.log(f"{name}: FAILED (exit {proc.returncode}); end of its log:\n  " + "\n  ".join(tail[-15:]))
-                else:
-                    self.log(f"{name}: {tail[-2] if len(tail) > 1 else 'done'}")
+        waves = worker_waves(len(todo), jobs)
+        pending, failed = list(todo), []
+        for width, count in waves:
+            threads = max(1, total // width)
+            sets = [*self.cfg.get("overrides", []), f"threads={threads}", "parallel=1", "progress=false"]
+            wave, running = pending[:count], []
+            pending = pending[count:]
+            while wave or running:
+                while wave and len(running) < width:
+                    name = wave.pop(0)
+                    cmd = [sys.executable, "-m", "asr_kd", "run", self.cfg["config_path"], "--worker",
+                           "--stage", name, "--stop-stage", name]
+                    if self.cfg.get("preset"):
+                        cmd += ["--preset", self.cfg["preset"]]
+                    for item in sets:
+                        cmd += ["--set", item]
+                    log_file = open(logs / f"{name}.log", "a")
+                    self.log(f"{name}: training in a worker process ({threads} thread(s)), "
+                             f"log {logs / (name + '.log')}")
+                    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+                    running.append((name, proc, log_file))
+                time.sleep(1)
+                for item in list(running):
+                    name, proc, log_file = item
+                    if proc.poll() is None:
+                        continue
+                    running.remove(item)
+                    log_file.close()
+                    tail = (logs / f"{name}.log").read_text(errors="replace").strip().splitlines()
+                    if proc.returncode != 0:
+                        failed.append(name)
+                        self.log(f"{name}: FAILED (exit {proc.returncode}); end of its log:\n  "
+                                 + "\n  ".join(tail[-15:]))
+                    else:
+                        self.log(f"{name}: {tail[-2] if len(tail) > 1 else 'done'}")
         if failed:
             raise RuntimeError(f"training failed in worker process(es) {failed}; see {logs}")
 
@@ -636,6 +652,25 @@ class AsrRecipe:
         from asr_kd.asr.report import write_report
 
         write_report(self)
+
+
+def worker_waves(n: int, jobs: int) -> list[tuple[int, int]]:
+    """Plan ``n`` equal trainings on ``jobs`` workers: ``(workers at once, trainings)`` per wave.
+
+    The remainder of ``n / jobs`` goes first, on fewer workers with more threads each;
+    the rest follows ``jobs`` at a time (a finished worker's place is taken at once).
+
+    >>> worker_waves(3, 2)
+    [(1, 1), (2, 2)]
+    >>> worker_waves(4, 2)
+    [(2, 4)]
+    >>> worker_waves(7, 3)
+    [(1, 1), (3, 6)]
+    >>> worker_waves(0, 2)
+    []
+    """
+    odd, rest = n % jobs, n - n % jobs
+    return [w for w in ((odd, odd), (jobs, rest)) if w[1]]
 
 
 def format_seconds(seconds: float) -> str:

@@ -1,7 +1,8 @@
 """The MNIST distillation recipe (paper Section 3), experiment by experiment.
 
 Experiments (each a list of trained models; every model is saved atomically
-and skipped when already present, so a killed run resumes where it stopped):
+and skipped when already present, and a model killed mid-training continues from
+its last finished epoch, so a killed run resumes where it stopped):
 
 - ``teacher``: only the teacher.
 - ``main``: teacher 784-1200-1200-10 (dropout, max-norm, 2-px jitter); student
@@ -28,9 +29,11 @@ Example
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -217,7 +220,11 @@ class Recipe:
                 temperature=spec["temperature"], hard_weight=spec["hard_weight"], soft_weight=spec["soft_weight"]
             )
         self.log(f"{name}: training {spec['sizes']} on {len(x)} examples; {distill or 'cross-entropy'}")
-        run = train(model, x, y, (self.data.val_x, self.data.val_y), tc, model_seed, teacher_logits, distill, teacher)
+        ckpt = self._checkpoint_path(name, spec)
+        if ckpt.exists():
+            self.log(f"{name}: resuming the interrupted run from {ckpt}")
+        run = train(model, x, y, (self.data.val_x, self.data.val_y), tc, model_seed, teacher_logits, distill, teacher,
+                    checkpoint=ckpt)
         record = {
             "seed": self.seed,
             "name": name,
@@ -237,7 +244,19 @@ class Recipe:
             "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         }
         self._save(name, model, spec, record)
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
         return model, record
+
+    def _checkpoint_path(self, name: str, spec: dict[str, Any]) -> Path:
+        """Per-epoch checkpoint of ``name``; one of other settings (an older config) is removed."""
+        key = hashlib.sha256(json.dumps(canonical_spec(spec), sort_keys=True).encode()).hexdigest()[:12]
+        folder = self.model_dir / "checkpoints" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.ckpt"):
+            if old.name != f"{key}.ckpt":
+                self.log(f"{name}: removing {old}, an interrupted run with other settings")
+                old.unlink()
+        return folder / f"{key}.ckpt"
 
     def _test(self, model: MLP, record: dict[str, Any], experiment: str, **extra: Any) -> dict[str, Any]:
         """Score ``model`` once on the test set and record it."""

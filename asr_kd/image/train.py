@@ -22,8 +22,10 @@ True
 from __future__ import annotations
 
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -148,6 +150,7 @@ def train(
     teacher_logits: Tensor | None = None,
     distill: DistillationLoss | None = None,
     teacher: nn.Module | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; leave it with the weights of its best validation epoch.
 
@@ -166,6 +169,10 @@ def train(
             hard labels with cross-entropy.
         teacher: instead of ``teacher_logits``, a teacher model run (in eval mode) on each
             batch as the student sees it, jittered ones included.
+        checkpoint: a file rewritten (atomically) after every epoch with the weights, the
+            optimiser and every random stream; a run started with the same file and settings
+            continues after the last finished epoch and ends with the same weights as an
+            uninterrupted run. It is not removed at the end (the caller does that).
     """
     if distill is not None and (teacher_logits is None) == (teacher is None):
         raise ValueError("distillation needs exactly one of teacher_logits and teacher")
@@ -187,13 +194,34 @@ def train(
     result = TrainResult(formula=str(distill) if distill is not None else "loss = 1 * hard[cross-entropy]")
     best_state: dict[str, Tensor] | None = None
     start = time.time()
-    step = 0
+    step = first_epoch = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state["config"] != _resumable(cfg):
+            raise ValueError(
+                f"{checkpoint} holds an interrupted run with other settings ({state['config']}); "
+                f"delete it to start this one ({_resumable(cfg)}) from scratch"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["rng"]["batches"])
+        if g_jit is not g:
+            g_jit.set_state(state["rng"]["jitter"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        best_state = {k: v.to(device) for k, v in state["best_state"].items()}
+        result.history, result.best_epoch, result.best_val_errors = state["history"], *state["best"]
+        first_epoch = len(result.history["loss"])
+        step = first_epoch * steps_per_epoch
+        start -= state["seconds"]
     bar = None
     if cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.epochs, desc=cfg.desc, unit="epoch", leave=True, dynamic_ncols=True)
-    for epoch in range(cfg.epochs):
+        bar = tqdm(total=cfg.epochs, initial=first_epoch, desc=cfg.desc, unit="epoch", leave=True,
+                   dynamic_ncols=True)
+    for epoch in range(first_epoch, cfg.epochs):
         model.train()
         order = torch.randperm(len(x), generator=g).to(device)
         loss_sum = torch.zeros((), device=device)
@@ -230,6 +258,10 @@ def train(
         if best_state is None or val_errors < result.best_val_errors:
             result.best_epoch, result.best_val_errors = epoch, val_errors
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if checkpoint is not None and epoch + 1 < cfg.epochs:
+            _save_checkpoint(Path(checkpoint), cfg, model, opt, best_state, result, time.time() - start,
+                             {"batches": g.get_state(), "jitter": g_jit.get_state(), "torch": torch.get_rng_state(),
+                              "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.4f}", val_err=val_errors, best=result.best_val_errors)
             bar.update(1)
@@ -239,6 +271,29 @@ def train(
     model.load_state_dict(best_state)
     result.seconds = time.time() - start
     return result
+
+
+def _resumable(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a checkpoint must share with the run that resumes it."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("progress", "desc")}
+
+
+def _save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
+                     best_state: dict[str, Tensor], result: TrainResult, seconds: float,
+                     rng: dict[str, Any]) -> None:
+    state = {
+        "config": _resumable(cfg),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "best_state": best_state,
+        "history": result.history,
+        "best": (result.best_epoch, result.best_val_errors),
+        "seconds": seconds,
+        "rng": rng,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def tune_bias(
