@@ -165,6 +165,9 @@ def run_stages(
         wall = time.time() - began
         _write_json(marker, {**state, "wall_s": round(wall, 1), "finished": time.time()})
         running.unlink()
+        for stale in marker.parent.glob(f"*-{stage.name}.done"):  # the same stage under an old number
+            if stale != marker and stale.name.split("-", 1)[1] == f"{stage.name}.done":
+                stale.unlink()
         log(f"{label}: finished in {wall:.1f} s")
         ran.append(stage.name)
     return ran

@@ -43,12 +43,22 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
     systems = [r["system"] for r in results["rows"]]
     assert systems == [name for name, _ in tiny.model_rows()]
     assert {"teacher-0", "teacher-1", "guided-1", "ensemble", "ensemble-guided", "student-scratch",
-            "student-kd", "student-kd-guided", "student-sequence"} == set(systems)
+            "student-kd", "student-kd-guided", "student-sequence", "student-kd-x1"} == set(systems)
     for row in results["rows"]:
         assert 0 <= row["wer"] <= 5 and 0 <= row["cer"] <= 5 and row["rtf"] > 0 and row["parameters"] > 0
     teacher, student = results["rows"][0], results["rows"][systems.index("student-kd")]
     assert student["parameters"] < 0.5 * teacher["parameters"]  # half the width: about a third of the weights
+    assert results["rows"][systems.index("student-kd-x1")]["parameters"] == teacher["parameters"]
     assert set(results["targets"]) == {"ensemble", "ensemble-guided"}
+    t = results["targets"]["ensemble"]
+    wers = {r["system"]: r["wer"] for r in results["rows"]}
+    gap = t["mean_teacher_wer"] - wers["ensemble"]  # 0 when the tiny models transcribe nothing right
+    recovered = t["student-kd-x1_recovered_of_mean_teacher_gap"]
+    if gap:
+        assert recovered == pytest.approx((t["mean_teacher_wer"] - wers["student-kd-x1"]) / gap, abs=1e-4)
+    else:
+        assert recovered is None
+    assert "student-kd-x1_recovered_of_mean_teacher_gap" not in results["targets"]["ensemble-guided"]
     md = (tiny.exp / "RESULTS.md").read_text()
     assert all(f"| {s} |" in md for s in systems)
     assert (tiny.exp / "plots" / "training_curves.png").stat().st_size > 1000

@@ -113,3 +113,12 @@ def test_is_done_agrees_with_run_stages(tmp_path):
     # ... until prepare runs again
     run_stages(changed, tmp_path, stop=1, log=lambda m: None)
     assert [is_done(changed, tmp_path, k) for k in (1, 2)] == [True, False]
+
+
+def test_a_stage_inserted_before_others_leaves_no_stale_markers(tmp_path):
+    log = []
+    first = [Stage("a", lambda: log.append("a")), Stage("b", lambda: log.append("b"))]
+    run_stages(first, tmp_path, log=lambda m: None)
+    second = [first[0], Stage("new", lambda: log.append("new")), first[1]]
+    assert run_stages(second, tmp_path, log=lambda m: None) == ["new", "b"]
+    assert sorted(p.name for p in (tmp_path / "stages").glob("*.done")) == ["01-a.done", "02-new.done", "03-b.done"]

@@ -13,8 +13,9 @@ Stages (each skips finished work and resumes interrupted work, see :mod:`asr_kd.
    training set, cached as top-k by utterance ID, and its greedy transcripts.
 6. ``student-*``: half-width students: ``scratch`` (CTC on transcripts), ``kd`` (CTC +
    T^2-scaled frame KL against the cached posteriors), ``kd-guided`` (the same from the
-   guided ensemble), ``sequence`` (CTC on the ensemble's transcripts), and ``kd-T<t>``
-   for the temperature sweep.
+   guided ensemble), ``sequence`` (CTC on the ensemble's transcripts), ``kd-T<t>``
+   for the temperature sweep, and ``kd-x<s>``: distilled students of other widths
+   (``students.kd_scales``; ``kd-x1`` is the paper's same-size student).
 7. ``score``: every model and ensemble on the test set: WER/CER (jiwer), trn files,
    per-utterance alignments, frame agreement with the ensemble, decoding speed.
 8. ``report``: ``RESULTS.md``, ``results.json`` and plots in the experiment folder.
@@ -154,7 +155,15 @@ class AsrRecipe:
                 continue
             names.append(f"student-{v}")
         names += [f"student-kd-T{t:g}" for t in self.cfg["students"]["temperatures"]]
+        if "student-kd" in names:
+            names += [f"student-kd-x{x:g}" for x in self.cfg["students"].get("kd_scales") or []]
         return names
+
+    def student_scale(self, name: str) -> float:
+        """Width of student ``name`` relative to a teacher (``student-kd-x1``: 1.0)."""
+        if name.startswith("student-kd-x"):
+            return float(name[len("student-kd-x"):])
+        return float(self.cfg["students"]["scale"])
 
     # ------------------------------------------------------------------ stages
 
@@ -180,10 +189,11 @@ class AsrRecipe:
         teacher_stages = [s.name for s in stages if s.name != "prepare"]
         stages.append(Stage("ensemble", self.ensemble_stage, {"ensemble": c["ensemble"]},
                             depends=["prepare", *teacher_stages], outputs=[self.exp / "ensembles"]))
-        student_cfg = {**model_cfg, "scale": c["students"]["scale"], "students": c["students"]["train"]}
+        student_cfg = {**model_cfg, "students": c["students"]["train"]}
         for name in self.student_names():
             extra = {"kd": c["students"]["kd"]} if "kd" in name else {}
-            stages.append(Stage(name, lambda name=name: self.train_student(name), {**student_cfg, **extra},
+            stages.append(Stage(name, lambda name=name: self.train_student(name),
+                                {**student_cfg, "scale": self.student_scale(name), **extra},
                                 depends=["prepare", "ensemble"], outputs=[self.exp / "models" / name]))
         model_stages = [s.name for s in stages if s.name not in ("prepare", "ensemble")]
         stages.append(Stage("score", self.score, {"score": c["score"]},
@@ -540,7 +550,7 @@ class AsrRecipe:
 
         s = self.cfg["students"]
         train_cfg = merge(self.cfg["train"], s["train"] or {})
-        model_cfg = self.model_config(scale=float(s["scale"]))
+        model_cfg = self.model_config(scale=self.student_scale(name))
         seed = int(self.cfg["seed"]) + 77
         variant = name[len("student-"):]
         if variant == "scratch":
