@@ -92,15 +92,26 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def is_done(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int) -> bool:
-    """True when stage ``number`` (1-based) finished with its current config and inputs."""
+def stage_status(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int) -> str:
+    """What a run would do with stage ``number`` (1-based): ``"done"`` (skip it), ``""`` (never
+    ran), ``"interrupted"`` (resume it), or why it would run again."""
     stage = stages[number - 1]
     marker = marker_path(exp_dir, number, stage)
     if not marker.exists():
-        return False
+        running = marker.with_name(marker.name.replace(".done", ".running"))
+        return "interrupted" if running.exists() else ""
     stored = json.loads(marker.read_text(encoding="utf-8"))
-    upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
-    return not fingerprint_differences(stored["config"], stage.config) and stored.get("upstream") == upstream
+    diffs = fingerprint_differences(stored["config"], stage.config, stored_label="last run")
+    if diffs:
+        return f"config changed since it ran ({'; '.join(diffs)})"
+    if stored.get("upstream") != _upstream_digest(exp_dir, stages[: number - 1], stage.depends):
+        return "an earlier stage it uses ran again since"
+    return "done"
+
+
+def is_done(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int) -> bool:
+    """True when stage ``number`` (1-based) finished with its current config and inputs."""
+    return stage_status(stages, exp_dir, number) == "done"
 
 
 def run_stages(

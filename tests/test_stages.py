@@ -2,7 +2,7 @@
 
 import pytest
 
-from asr_kd.stages import Stage, is_done, run_stages
+from asr_kd.stages import Stage, is_done, run_stages, stage_status
 
 
 def make(log, configs=None, fail_at=None):
@@ -122,3 +122,18 @@ def test_a_stage_inserted_before_others_leaves_no_stale_markers(tmp_path):
     second = [first[0], Stage("new", lambda: log.append("new")), first[1]]
     assert run_stages(second, tmp_path, log=lambda m: None) == ["new", "b"]
     assert sorted(p.name for p in (tmp_path / "stages").glob("*.done")) == ["01-a.done", "02-new.done", "03-b.done"]
+
+
+def test_stage_status_says_what_a_run_would_do(tmp_path):
+    log = []
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(make(log, fail_at="teachers"), tmp_path, log=lambda m: None)
+    stages = make(log)
+    assert [stage_status(stages, tmp_path, k) for k in (1, 2, 3)] == ["done", "interrupted", ""]
+    changed = make(log, configs={"prepare": {"v": 2}})
+    assert stage_status(changed, tmp_path, 1) == "config changed since it ran (field 'v': last run has 1, expected 2)"
+    run_stages(changed, tmp_path, stop=1, log=lambda m: None)
+    run_stages(changed, tmp_path, start=2, stop=2, log=lambda m: None)
+    assert stage_status(changed, tmp_path, 2) == "done"
+    run_stages(stages, tmp_path, stop=1, log=lambda m: None)  # prepare back at v=1: teachers is stale
+    assert stage_status(stages, tmp_path, 2) == "an earlier stage it uses ran again since"

@@ -169,7 +169,7 @@ class AsrRecipe:
 
     def stages(self) -> list[Stage]:
         c = self.cfg
-        prep_cfg = {k: c[k] for k in ("corpus", "tokenizer", "features")}
+        prep_cfg = prepare_config(c)
         model_cfg = {"model": c["model"], "train": c["train"], "specaugment": c["specaugment"], "seed": c["seed"]}
         stages = [Stage("prepare", self.prepare, prep_cfg, outputs=[self.data_dir])]
         guidance = c["teachers"]["guidance"]
@@ -662,6 +662,22 @@ class AsrRecipe:
         from asr_kd.asr.report import write_report
 
         write_report(self)
+
+
+def prepare_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings the prepare stage depends on, without those added later that are at the
+    value meaning the old behaviour (so adding a setting does not redo finished experiments).
+
+    >>> c = {"corpus": {"kind": "synth", "synth": {"seed": 0, "extra_voices": False}},
+    ...      "tokenizer": {"kind": "char"}, "features": {"n_mels": 80}}
+    >>> prepare_config(c)["corpus"]["synth"]
+    {'seed': 0}
+    """
+    out = json.loads(json.dumps({k: cfg[k] for k in ("corpus", "tokenizer", "features")}))
+    synth = out["corpus"].get("synth") or {}
+    if synth.get("extra_voices") is False:  # espeak-ng voices only: the corpus before the setting existed
+        del synth["extra_voices"]
+    return out
 
 
 def worker_waves(n: int, jobs: int) -> list[tuple[int, int]]:

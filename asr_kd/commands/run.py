@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", default="1", help="first stage to run (number or name; default 1)")
     p.add_argument("--stop-stage", default=None, help="last stage to run (number or name; default: the last)")
     p.add_argument("--teacher", type=int, default=None, help="train only teacher I (after prepare)")
-    p.add_argument("--list", action="store_true", help="list the stages and whether each is done, then exit")
+    p.add_argument("--list", action="store_true", help="list the stages and what a run would do with each (done, runs again and why), then exit")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one stage for a parallel run
     p.set_defaults(func=run)
 
@@ -44,16 +44,19 @@ def run(args: argparse.Namespace) -> int:
     from asr_kd.config import ConfigError
     from asr_kd.data.manifest import ManifestError
     from asr_kd.distill import CacheError
-    from asr_kd.stages import marker_path
+    from asr_kd.stages import stage_status
 
     try:
         cfg = load_asr_config(args.config, args.preset, args.set)
         torch.set_num_threads(int(cfg["threads"]))
         recipe = AsrRecipe(cfg, log=lambda m: print(m, flush=True))
         if args.list:
-            for i, stage in enumerate(recipe.stages(), 1):
-                done = marker_path(recipe.exp, i, stage).exists()
-                print(f"{i:2d} {stage.name:<20} {'done' if done else ''}")
+            stages = recipe.stages()
+            for i, stage in enumerate(stages, 1):
+                status = stage_status(stages, recipe.exp, i)
+                if status not in ("", "done", "interrupted"):
+                    status = "runs again: " + status  # and so does every stage that uses it
+                print(f"{i:2d} {stage.name:<20} {status}".rstrip())
             return 0
         if args.worker:  # a training stage started by a parallel run: nothing else
             return 0 if recipe.run_stage(args.stage) else 1
