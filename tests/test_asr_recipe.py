@@ -46,6 +46,7 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
             "student-kd", "student-kd-guided", "student-sequence", "student-kd-x1"} == set(systems)
     for row in results["rows"]:
         assert 0 <= row["wer"] <= 5 and 0 <= row["cer"] <= 5 and row["rtf"] > 0 and row["parameters"] > 0
+        assert 0 <= row["beam_wer"] <= 5 and row["rtf_batched"] > 0
     teacher, student = results["rows"][0], results["rows"][systems.index("student-kd")]
     assert student["parameters"] < 0.5 * teacher["parameters"]  # half the width: about a third of the weights
     assert results["rows"][systems.index("student-kd-x1")]["parameters"] == teacher["parameters"]
@@ -63,6 +64,11 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
     assert all(f"| {s} |" in md for s in systems)
     assert (tiny.exp / "plots" / "training_curves.png").stat().st_size > 1000
     assert (tiny.exp / "score" / "student-kd.hyp.trn").read_text().count("(") == 10
+    # beam search only outputs words of the training transcripts
+    train_words = {w for t in tiny.texts("train").values() for w in t.split()}
+    beam_words = {w for line in (tiny.exp / "score" / "student-kd.beam.hyp.trn").read_text().splitlines()
+                  for w in line.rsplit("(", 1)[0].split()}
+    assert beam_words <= train_words
 
 
 def test_cache_keys_are_the_training_manifest_ids(tiny):
@@ -103,6 +109,11 @@ def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
     scores = json.loads((tmp_path / "scores" / "scores.json").read_text())
     expected = json.loads((tiny.exp / "score" / "student-kd.json").read_text())
     assert scores["wer"] == pytest.approx(expected["wer"])  # the same model scores the same on the same set
+    train = str(tiny.exp / "corpus" / "train.csv")
+    assert main(["evaluate", model, manifest, "--beam", "8", "--lm-text", train]) == 0
+    assert "10 utterances" in capsys.readouterr().out
+    assert main(["evaluate", model, manifest, "--lm-text", train]) == 2
+    assert "need --beam" in capsys.readouterr().err
     wavs = [e.wav for e in read_manifest(manifest)[:2]]
     ensemble = f"{tiny.exp / 'models' / 'teacher-0'},{tiny.exp / 'models' / 'teacher-1'}"
     assert main(["transcribe", ensemble, *wavs]) == 0

@@ -15,6 +15,7 @@ MODULES = [
     "asr_kd.distill.specialists",
     "asr_kd.models.acoustic",
     "asr_kd.asr.decode",
+    "asr_kd.asr.lm",
     "asr_kd.asr.score",
     "asr_kd.asr.guidance",
     "asr_kd.asr.ensemble",

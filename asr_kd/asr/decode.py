@@ -44,8 +44,9 @@ class BeamDecoder:
     Args:
         tokens: token strings by class index; index 0 must be the blank.
         beam_size: hypotheses kept per frame.
-        lexicon: optional lexicon file (word, then its tokens) restricting words.
-        lm: optional KenLM binary / ARPA file.
+        lexicon: optional lexicon file (word, then its tokens) restricting words
+            (:func:`asr_kd.asr.lm.write_lexicon` writes one from transcripts).
+        lm: optional KenLM binary / ARPA file (:func:`asr_kd.asr.lm.write_arpa`).
         lm_weight, word_score: LM weight and word insertion score.
 
     Returns token-index sequences (without blanks), like :func:`greedy_decode`.
@@ -70,6 +71,7 @@ class BeamDecoder:
         if sil not in tokens:
             tokens.append(sil)
         self._pad = len(tokens) - self.num_classes
+        self._sil = tokens.index(sil)
         self.decoder = ctc_decoder(
             lexicon=lexicon,
             tokens=tokens,
@@ -83,12 +85,27 @@ class BeamDecoder:
             log_add=True,
         )
 
-    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[int]]:
+    def _search(self, log_probs: Tensor, lengths: Tensor):
         emissions = log_probs.detach().float().cpu()
         if self._pad:
             pad = emissions.new_full((*emissions.shape[:2], self._pad), float("-inf"))
             emissions = torch.cat([emissions, pad], dim=-1)
-        results = self.decoder(emissions.contiguous(), lengths.cpu().to(torch.int32))
+        return self.decoder(emissions.contiguous(), lengths.cpu().to(torch.int32))
+
+    def words(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
+        """The best hypotheses as text: the lexicon's words joined by spaces (with a lexicon)."""
+        return [" ".join(r[0].words) for r in self._search(log_probs, lengths)]
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[int]]:
+        results = self._search(log_probs, lengths)
         # flashlight's tokens are already collapsed and blank-free (collapsing again would
         # merge real doubled letters); they may carry the silence token at the edges.
-        return [[t for t in r[0].tokens.tolist() if 0 < t < self.num_classes] for r in results]
+        out = []
+        for r in results:
+            ids = [t for t in r[0].tokens.tolist() if 0 < t < self.num_classes]
+            while ids and ids[0] == self._sil:  # a real word boundary token at the edges
+                ids.pop(0)
+            while ids and ids[-1] == self._sil:
+                ids.pop()
+            out.append(ids)
+        return out

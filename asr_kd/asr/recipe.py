@@ -606,22 +606,56 @@ class AsrRecipe:
             tok = self.tokenizer()
             from asr_kd.asr.decode import greedy_decode
 
+            beam, beam_hyps = self._beam_decoder(), {}
             for ids, lp, n in self._log_probs(members, "test", method=self.cfg["ensemble"]["method"]):
                 for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n))):
                     hyps[utt] = tok.decode(h)
                     argmax[utt] = lp[b, : int(n[b])].argmax(-1).cpu()
+                if beam is not None:
+                    beam_hyps.update(zip(ids, beam(lp, n)))
             result = score_system(out, name, texts, hyps, argmax, reference)
+            if beam is not None:
+                beamed = score_system(out, f"{name}.beam", texts, beam_hyps)
+                result.update(beam_wer=beamed["wer"], beam_cer=beamed["cer"])
             result["parameters"] = sum(self._bundle_info(m)["parameters"] for m in members)
             result["members"] = members
             result["rtf"] = self._rtf(members)
             batch = int(self.cfg["score"].get("rtf_batch") or 0)
             result["rtf_batched"] = self._rtf(members, batch) if batch > 1 else None
+            if beam is not None:
+                self.log(f"  {name}: beam search with lexicon and LM: WER {100 * result['beam_wer']:.2f}")
             self.log(f"  {name}: WER {100 * result['wer']:.2f}  CER {100 * result['cer']:.2f}  "
                      f"frame agreement {100 * result['frame_agreement']:.1f}%  RTF {result['rtf']:.4f}"
                      + (f" (batches of {batch}: {result['rtf_batched']:.4f})" if batch > 1 else ""))
             _write_json(path, result)
             scores[name] = result
         _write_json(out / "scores.json", scores)
+
+    def _beam_decoder(self) -> Callable[[Tensor, Tensor], list[str]] | None:
+        """Beam search with a lexicon and an n-gram LM of the training transcripts
+        (``score.beam``), or None when ``score.beam.size`` is 0."""
+        from asr_kd.asr.decode import BeamDecoder
+        from asr_kd.asr.lm import decoder_tokens, write_arpa, write_lexicon
+
+        b = self.cfg["score"].get("beam") or {}
+        if not int(b.get("size") or 0):
+            return None
+        if "beam" not in self._cache:
+            folder = self.exp / "score" / "lm"
+            folder.mkdir(parents=True, exist_ok=True)
+            train = list(self.texts("train").values())
+            words = write_lexicon(train, self.tokenizer(), folder / "lexicon.txt")
+            lm = None
+            if int(b.get("lm_order") or 0) > 0:
+                write_arpa(train, folder / "lm.arpa", order=int(b["lm_order"]))
+                lm = str(folder / "lm.arpa")
+            self.log(f"  beam search: {words} words in the lexicon, "
+                     + (f"{b['lm_order']}-gram LM" if lm else "no LM") + " from the training transcripts")
+            decoder = BeamDecoder(decoder_tokens(self.tokenizer()), beam_size=int(b["size"]),
+                                  lexicon=str(folder / "lexicon.txt"), lm=lm,
+                                  lm_weight=float(b.get("lm_weight", 1.0)), word_score=float(b.get("word_score", 0.0)))
+            self._cache["beam"] = decoder.words
+        return self._cache["beam"]
 
     def _argmax(self, members: Sequence[str]) -> dict[str, Tensor]:
         out = {}

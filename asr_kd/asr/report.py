@@ -159,7 +159,7 @@ def write_report(recipe) -> dict:
         rows.append({
             "system": name, "members": members, "parameters": s["parameters"],
             "wer": s["wer"], "cer": s["cer"], "frame_agreement": s.get("frame_agreement"), "rtf": s["rtf"],
-            "rtf_batched": s.get("rtf_batched"),
+            "rtf_batched": s.get("rtf_batched"), "beam_wer": s.get("beam_wer"), "beam_cer": s.get("beam_cer"),
             "valid_wer": infos[0]["valid_wer"] / 100 if len(members) == 1 else None,
             "best_epoch": infos[0]["best_epoch"] if len(members) == 1 else None,
             "epochs": infos[0]["train"]["epochs"] if len(members) == 1 else None,
@@ -171,6 +171,9 @@ def write_report(recipe) -> dict:
         student = "student-kd-guided" if ens == "ensemble-guided" else "student-kd"
         same_size = "student-kd-x1" if ens == recipe.main_ensemble() else None
         targets[ens] = summarise_targets(scores, members, ens, student=student, same_size=same_size)
+        beamed = {k: {"wer": v["beam_wer"]} for k, v in scores.items() if v.get("beam_wer") is not None}
+        if all(m in beamed for m in [*members, ens]):
+            targets[ens]["beam"] = summarise_targets(beamed, members, ens, student=student, same_size=same_size)
         teacher = by_name[members[0]]
         for s in ("student-scratch", student):
             if s in by_name:
@@ -185,7 +188,7 @@ def write_report(recipe) -> dict:
         "preset": recipe.cfg.get("preset"), "command": command, "device": recipe.device,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores visible, torch {torch.__version__}",
         "threads": recipe.cfg["threads"], "wall_seconds": round(elapsed, 1),
-        "rtf_batch": recipe.cfg["score"].get("rtf_batch"),
+        "rtf_batch": recipe.cfg["score"].get("rtf_batch"), "beam": recipe.cfg["score"].get("beam"),
         "stage_seconds_sum": round(sum(walls.values()), 1), "stage_seconds": walls,
         "corpus": {split: {**v, "manifest": _relative(v["manifest"], exp)} for split, v in summary["splits"].items()}, "tokenizer": summary["tokenizer"], "num_classes": summary["num_classes"],
         "config": {k: recipe.cfg.get(k) for k in ("model", "train", "teachers", "ensemble", "students",
@@ -220,17 +223,21 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         "Test set, greedy CTC decoding, no LM. Frame agreement: share of test frames whose argmax equals the "
         "main ensemble's. RTF: decoding seconds per second of audio on one CPU thread (median of repeats), "
         f"one utterance at a time and, where timed, in length-sorted batches of {r.get('rtf_batch') or '–'}. "
-        "Valid WER and best epoch: the checkpoint kept (best validation WER).",
+        "Valid WER and best epoch: the checkpoint kept (best validation WER)."
+        + (f" Beam: beam search (size {r['beam']['size']}) restricted to the words of the training transcripts, "
+           f"with their {r['beam'].get('lm_order')}-gram LM (weight {r['beam'].get('lm_weight')}, word score "
+           f"{r['beam'].get('word_score')})." if (r.get("beam") or {}).get("size") else ""),
         "",
-        "| system | parameters | WER % | CER % | frame agreement % | RTF (1 thread) | RTF batched (1 thread) "
-        "| valid WER % | best epoch / epochs | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| system | parameters | WER % | CER % | WER beam+LM % | frame agreement % | RTF (1 thread) "
+        "| RTF batched (1 thread) | valid WER % | best epoch / epochs | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         epochs = "–" if row["best_epoch"] is None else f"{row['best_epoch']}/{row['epochs']}"
         minutes = "–" if not row["train_seconds"] else f"{row['train_seconds'] / 60:.1f}"
         lines.append(
             f"| {row['system']} | {row['parameters']:,} | {_pct(row['wer'])} | {_pct(row['cer'])} | "
+            f"{_pct(row.get('beam_wer'))} | "
             f"{_pct(row['frame_agreement'], 1)} | {row['rtf']:.4f} | "
             f"{'–' if row.get('rtf_batched') is None else format(row['rtf_batched'], '.4f')} | "
             f"{_pct(row['valid_wer'])} | {epochs} | {minutes} |"
@@ -244,6 +251,12 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             lines.append(f"- distilled student recovers {_pct(t['recovered'], 0)}% of the ensemble's gain over the "
                          "scratch student (target >= 80%); its WER "
                          f"{'is' if t['student_le_mean_teacher'] else 'is not'} <= the mean teacher's.")
+        if t.get("beam", {}).get("recovered") is not None:
+            b = t["beam"]
+            lines.append(f"- with beam search, lexicon and LM: ensemble {_pct(b['ensemble_wer'])} vs members' mean "
+                         f"{_pct(b['mean_teacher_wer'])} ({_pct(b['ensemble_relative_reduction'], 1)}% relative); the "
+                         f"distilled student recovers {_pct(b['recovered'], 0)}% of the gain; its WER "
+                         f"{'is' if b['student_le_mean_teacher'] else 'is not'} <= the mean teacher's.")
         for k, v in t.items():
             if k.endswith("_recovered_of_mean_teacher_gap") and v is not None:
                 lines.append(f"- {k[: -len('_recovered_of_mean_teacher_gap')]} (as wide as a member, the paper's "

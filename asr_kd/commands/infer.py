@@ -9,6 +9,7 @@ Example
 -------
     asr-kd evaluate recipes/synth_en/exp/demo/models/student-kd data/test.csv --out scores/
     asr-kd transcribe recipes/synth_en/exp/demo/models/student-kd a.wav b.flac
+    asr-kd evaluate MODEL data/test.csv --beam 32 --lm-text data/train.csv   # words + 3-gram LM of train
 """
 
 from __future__ import annotations
@@ -39,6 +40,63 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b = p.add_argument_group("beam search (default: greedy)")
+    b.add_argument("--beam", type=int, default=0, help="beam size (torchaudio ctc_decoder); 0: greedy")
+    b.add_argument("--lm-text", default=None,
+                   help="manifest (CSV/JSONL) or text file (one transcript per line): its words become the "
+                        "lexicon and its 3-gram LM scores the hypotheses")
+    b.add_argument("--lexicon", default=None, help="lexicon file (word, then its tokens) instead of --lm-text's")
+    b.add_argument("--lm", default=None, help="KenLM binary or ARPA file instead of --lm-text's")
+    b.add_argument("--lm-weight", type=float, default=0.5)
+    b.add_argument("--word-score", type=float, default=0.0)
+
+
+def _beam(args: argparse.Namespace, tokenizer):
+    """The decoding function of the options: greedy, or beam search with an optional lexicon and LM."""
+    import tempfile
+
+    from asr_kd.asr.decode import BeamDecoder, greedy_decode
+    from asr_kd.asr.lm import decoder_tokens, write_arpa, write_lexicon
+
+    if not args.beam:
+        if args.lm_text or args.lexicon or args.lm:
+            raise UserError("--lm-text, --lexicon and --lm need --beam N (e.g. --beam 32)")
+        return lambda lp, n: [tokenizer.decode(h) for h in greedy_decode(lp, n)]
+    lexicon, lm = args.lexicon, args.lm
+    if args.lm_text:
+        texts = _texts(args.lm_text)
+        folder = Path(tempfile.mkdtemp(prefix="asr-kd-lm-"))
+        if lexicon is None:
+            lexicon = str(folder / "lexicon.txt")
+            write_lexicon(texts, tokenizer, lexicon)
+        if lm is None:
+            lm = str(folder / "lm.arpa")
+            write_arpa(texts, lm, order=3)
+    for path in (lexicon, lm):
+        if path and not Path(path).exists():
+            raise UserError(f"no such file: {path}")
+    decoder = BeamDecoder(decoder_tokens(tokenizer), beam_size=args.beam, lexicon=lexicon, lm=lm,
+                          lm_weight=args.lm_weight, word_score=args.word_score)
+    if lexicon:
+        return decoder.words
+    return lambda lp, n: [tokenizer.decode(h) for h in decoder(lp, n)]
+
+
+def _texts(path: str) -> list[str]:
+    """Transcripts of a manifest (``.csv`` / ``.jsonl``) or of a text file, one per line."""
+    from asr_kd.data.manifest import ManifestError, read_manifest
+
+    if not Path(path).exists():
+        raise UserError(f"--lm-text: no such file: {path}")
+    if Path(path).suffix.lower() in (".csv", ".jsonl"):
+        try:
+            return [e.wrd for e in read_manifest(path)]
+        except ManifestError as err:
+            raise UserError(str(err)) from None
+    texts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise UserError(f"--lm-text {path}: no text in it")
+    return texts
 
 
 def _load(spec: str, device: str):
@@ -58,18 +116,17 @@ def _load(spec: str, device: str):
     return models
 
 
-def _decode(models, paths, batch_size: int, device: str) -> list[str]:
+def _decode(models, paths, batch_size: int, device: str, args: argparse.Namespace) -> list[str]:
     import torch
 
     from asr_kd.asr.data import load_wavs_features
-    from asr_kd.asr.decode import greedy_decode
     from asr_kd.asr.recipe import Normalised
     from asr_kd.data.features import FeatureConfig
     from asr_kd.distill import combine
 
     feats_cfg = models[0].info.get("fingerprint", {}).get("features", {})
     config = FeatureConfig(**{k: v for k, v in feats_cfg.items() if k != "features"})
-    tok = models[0].tokenizer()
+    decode = _beam(args, models[0].tokenizer())
     nets = [Normalised(m) for m in models]
     texts = []
     for start in range(0, len(paths), batch_size):
@@ -80,7 +137,7 @@ def _decode(models, paths, batch_size: int, device: str) -> list[str]:
             out_n = outs[0][1]
             mask = torch.arange(outs[0][0].shape[1], device=x.device)[None, :] < out_n[:, None]
             lp = outs[0][0] if len(outs) == 1 else combine([o[0] for o in outs], mask=mask)
-        texts += [tok.decode(h) for h in greedy_decode(lp, out_n)]
+        texts += decode(lp, out_n)
     return texts
 
 
@@ -97,7 +154,7 @@ def evaluate(args: argparse.Namespace) -> int:
         entries = load_manifest(args.manifest, skip_bad=args.skip_bad_rows)
     except ManifestError as err:
         raise UserError(str(err)) from None
-    hyps = _decode(models, [e.wav for e in entries], args.batch_size, args.device)
+    hyps = _decode(models, [e.wav for e in entries], args.batch_size, args.device, args)
     refs = {e.id: e.wrd for e in entries}
     hyp_map = {e.id: h for e, h in zip(entries, hyps)}
     if args.out:
@@ -125,7 +182,7 @@ def transcribe(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"no such audio file: {missing[0]}")
     try:
-        texts = _decode(models, args.audio, args.batch_size, args.device)
+        texts = _decode(models, args.audio, args.batch_size, args.device, args)
     except (AudioError, RuntimeError) as err:
         raise UserError(f"could not read the audio: {err}") from None
     for path, text in zip(args.audio, texts):
