@@ -169,6 +169,11 @@ def run_stages(
             else:
                 log(f"{label}: config or inputs changed since an interrupted run; starting over")
                 _remove_outputs(stage, log)
+        elif any(Path(out).exists() for out in stage.outputs):
+            # outputs with no record of how they were made (e.g. the stage had another number
+            # in an older stage list): not trusted, so not resumed from
+            log(f"{label}: outputs found without a record of the run that made them; starting over")
+            _remove_outputs(stage, log)
         log(f"{label}: running")
         _write_json(running, state)
         began = time.time()

@@ -137,3 +137,14 @@ def test_stage_status_says_what_a_run_would_do(tmp_path):
     assert stage_status(changed, tmp_path, 2) == "done"
     run_stages(stages, tmp_path, stop=1, log=lambda m: None)  # prepare back at v=1: teachers is stale
     assert stage_status(stages, tmp_path, 2) == "an earlier stage it uses ran again since"
+
+
+def test_outputs_without_a_record_are_not_trusted(tmp_path):
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / "old.json").write_text("{}")  # left by a run this experiment has no record of
+    seen = []
+    stage = Stage("score", lambda: seen.append(sorted(p.name for p in out.glob("*"))), outputs=[out])
+    messages = []
+    run_stages([stage], tmp_path, log=messages.append)
+    assert seen == [[]] and any("without a record" in m for m in messages)
