@@ -27,6 +27,7 @@ MODULES = [
     "asr_kd.stages",
     "asr_kd.config",
     "asr_kd.image.recipe",
+    "asr_kd.image.report",
 ]
 
 

@@ -188,6 +188,12 @@ def test_config_presets_and_overrides():
     assert main["teacher"]["sizes"] == [784, 1200, 1200, 10]
     assert main["student"]["sizes"] == [784, 800, 800, 10]
     assert main["sweep"]["temperatures"] == [1, 2, 2.5, 3, 4, 8, 20]
+    # the sweep and transfer experiments share the short schedule's teacher and run folder
+    short = load_config(default_config_path(), "short")
+    assert short["teacher"]["epochs"] < main["teacher"]["epochs"]
+    for preset in ("sweep", "transfer", "full"):
+        cfg = load_config(default_config_path(), preset)
+        assert (cfg["teacher"], cfg["student"], cfg["out_dir"]) == (short["teacher"], short["student"], short["out_dir"])
     smoke = load_config(default_config_path(), "smoke", ["student.epochs=2"])
     assert smoke["student"]["epochs"] == 2 and smoke["teacher"]["max_norm"] == 3.5  # inherited from base
     with pytest.raises(RecipeError, match="unknown key"):
