@@ -211,7 +211,7 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike) -> list
              "## Transfer-set experiments", "", *transfer_rows(runs), "", "Machines: " + "; ".join(machines), ""]
     paths = [out / "tables.md"]
     paths[0].write_text("\n".join(lines), encoding="utf-8")
-    if soft:
+    if any(len(temps) > 1 for temps in soft.values()):  # a sweep, not just the main table's T
         paths.append(out / "temperature_sweep.png")
         plot_sweep(soft, hard, paths[-1])
     (out / "results.json").write_text(results.read_text(), encoding="utf-8")
