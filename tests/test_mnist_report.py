@@ -35,3 +35,24 @@ def test_sweep_gets_a_plot(tmp_path):
     assert (tmp_path / "out" / "temperature_sweep.png") in paths
     assert (tmp_path / "out" / "temperature_sweep.png").stat().st_size > 1000
     assert "| 784-800-800-10 | 150 (n=1) | 120 (n=1) | 101 (n=1) |" in (tmp_path / "out" / "tables.md").read_text()
+
+
+def test_report_only_writes_to_the_presets_report_dir(tmp_path):
+    """`--report-only` reads the preset's out_dir and writes to its report_dir, so the short
+    schedule's tables (results/) and the main table's (results/main/) do not overwrite each other."""
+    import shutil
+
+    from asr_kd.image.cli import main
+    from asr_kd.image.recipe import default_config_path, load_config
+
+    config = tmp_path / "config.yaml"
+    shutil.copy(default_config_path(), config)
+    for preset, errors in (("short", 120), ("main", 101)):
+        cfg = load_config(config, preset)
+        out = tmp_path / cfg["out_dir"]
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps({"runs": _main_runs(0, 80, 150, errors)}))
+    for preset in ("short", "main"):
+        assert main(["--config", str(config), "--preset", preset, "--report-only"]) == 0
+    assert "| 120 (n=1) |" in (tmp_path / "results" / "tables.md").read_text()
+    assert "| 101 (n=1) |" in (tmp_path / "results" / "main" / "tables.md").read_text()

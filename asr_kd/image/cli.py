@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiments", nargs="+", default=None, help="run only these experiments")
     p.add_argument("--report", action="store_true", help="after running (or alone), write tables and the plot")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from results.json")
-    p.add_argument("--report-dir", default=None, help="where tables and plot go (default: recipes/mnist/results)")
+    p.add_argument("--report-dir", default=None, help="where tables and plot go (default: the config's report_dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report or args.report_only:
         from .report import write_report
 
-        report_dir = Path(args.report_dir) if args.report_dir else config.parent / "results"
+        report_dir = Path(args.report_dir) if args.report_dir else config.parent / cfg["report_dir"]
         for path in write_report(out_dir / "results.json", report_dir):
             print(f"wrote {path}")
     return 0
