@@ -265,3 +265,35 @@ def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert str(tmp_path / "none") in err and "--data-dir" in err
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
+def test_ensemble_experiment_combines_seed_teachers(tmp_path):
+    torch.set_num_threads(1)
+    cfg = load_config(default_config_path(), "smoke",
+                      ["teacher.epochs=4", "ensemble.seeds=[0, 1]"])
+    for seed in (0, 1):
+        Recipe(cfg, seed=seed, data_dir=None, out_dir=tmp_path, progress=False).run(["teacher"])
+    recipe = Recipe(cfg, seed=0, data_dir=None, out_dir=tmp_path, progress=False)
+    records = {r["name"]: r for r in recipe.run(["ensemble"])}
+
+    # geometric mean of the members = softmax of their mean logits
+    members = [recipe._load("teacher", dict(cfg["teacher"]), tmp_path / f"seed{s}")[0] for s in (0, 1)]
+    x = recipe.data.test_x[:50]
+    with torch.no_grad():
+        mean_logits = torch.stack([m.eval()(x) for m in members]).mean(0)
+    torch.testing.assert_close(recipe.ensemble_log_probs(x), mean_logits.log_softmax(-1), atol=1e-5, rtol=1e-5)
+
+    n = records["teacher-ens2"]["test_n"]
+    assert records["teacher-ens2"]["members"] == [0, 1] and records["teacher-ens2"]["test_errors"] < 0.25 * n
+    student = records["student128-soft-T20-ens2"]
+    assert student["test_errors"] < 0.25 * n and student["loss_history"][-1] < student["loss_history"][0]
+    saved = torch.load(tmp_path / "seed0" / "student128-soft-T20-ens2.pt", weights_only=False)
+    assert saved["spec"]["teacher_ensemble"] == [0, 1]
+
+    missing = load_config(default_config_path(), "smoke",
+                          ["teacher.epochs=4", "ensemble.seeds=[0, 5]"])
+    with pytest.raises(RecipeError, match=r"seed5/teacher.pt: no teacher for seed 5"):
+        Recipe(missing, seed=0, data_dir=None, out_dir=tmp_path, progress=False).run(["ensemble"])
+    with pytest.raises(RecipeError, match="ensemble.method"):
+        load_config(default_config_path(), "smoke", ["ensemble.method=median"])

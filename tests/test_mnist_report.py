@@ -56,3 +56,19 @@ def test_report_only_writes_to_the_presets_report_dir(tmp_path):
         assert main(["--config", str(config), "--preset", preset, "--report-only"]) == 0
     assert "| 120 (n=1) |" in (tmp_path / "results" / "tables.md").read_text()
     assert "| 101 (n=1) |" in (tmp_path / "results" / "main" / "tables.md").read_text()
+
+
+def test_ensemble_section_lists_the_combined_teacher_first(tmp_path):
+    runs = _main_runs(0, 80, 150, 101)
+    for seed, errors in ((0, 90), (1, 94)):
+        runs.append({**_run(seed, "student800-soft-T20-ens3", 800, 20.0, errors), "experiment": "ensemble"})
+        runs.append({**_run(seed, "teacher-ens3", 1200, None, 70), "experiment": "ensemble", "epochs": None,
+                     "formula": "geometric mean of the teachers of seeds [0, 1, 2]"})
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"runs": runs}))
+    write_report(results, tmp_path / "out")
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    section = tables[tables.index("## Ensemble teacher"):]
+    assert section.index("teacher-ens3: geometric mean") < section.index("student800-soft-T20-ens3")
+    assert "| 70.0 ± 0.0 (n=2) | 0,1 | –, – |" in section and "| 92.0 ± 2.8 (n=2) |" in section
+    assert "-ens3" not in tables[:tables.index("## Ensemble teacher")]  # not in the main table

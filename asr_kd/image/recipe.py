@@ -9,6 +9,9 @@ its last finished epoch, so a killed run resumes where it stopped):
   784-800-800-10 on hard labels, on soft targets at T=20, and at T=20 plus a
   small hard-label term; with ``distill.transfer_jitter`` > 0 also a student
   distilled on jittered transfer images (teacher run on each shifted batch).
+- ``ensemble``: the teachers of ``ensemble.seeds`` (trained first, same output
+  folder) combined into one teacher, scored, and distilled into a student at
+  the main T (beyond the paper's MNIST experiment, which used one teacher).
 - ``sweep``: soft-target students at each temperature, for each student width.
 - ``omit3``: no 3s in the transfer set; errors overall and on the test 3s,
   before and after raising the class-3 bias (tuned on validation).
@@ -42,12 +45,13 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..config import ConfigError, read_config, write_atomic
-from ..distill import DistillationLoss
+from ..distill import DistillationLoss, combine
+from ..distill.ensemble import METHODS as ENSEMBLE_METHODS
 from ..models.mlp import MLP
 from .mnist import Mnist, default_data_dir, load_mnist, repo_root
 from .train import TrainConfig, count_errors, logits_of, train, tune_bias
 
-EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78")
+EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78", "ensemble")
 
 
 class RecipeError(ConfigError):
@@ -66,6 +70,9 @@ def load_config(path: str | os.PathLike, preset: str, overrides: Sequence[str] =
     unknown = set(cfg["experiments"]) - set(EXPERIMENTS)
     if unknown:
         raise RecipeError(f"unknown experiment(s) {sorted(unknown)}; known: {list(EXPERIMENTS)}")
+    method = cfg.get("ensemble", {}).get("method", "geometric")
+    if method not in ENSEMBLE_METHODS:
+        raise RecipeError(f"ensemble.method must be one of {list(ENSEMBLE_METHODS)}, got {method!r}")
     device = str(cfg.get("device", "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RecipeError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --set device=cpu")
@@ -164,8 +171,10 @@ class Recipe:
         payload = {"state_dict": state, "spec": spec, "record": record}
         _write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
-    def _load(self, name: str, spec: dict[str, Any]) -> tuple[MLP, dict[str, Any]] | None:
-        path = self.model_dir / f"{name}.pt"
+    def _load(
+        self, name: str, spec: dict[str, Any], model_dir: Path | None = None
+    ) -> tuple[MLP, dict[str, Any]] | None:
+        path = (model_dir or self.model_dir) / f"{name}.pt"
         if not path.exists():
             return None
         payload = torch.load(path, weights_only=False, map_location="cpu")
@@ -293,12 +302,14 @@ class Recipe:
         hard_weight: float,
         keep: torch.Tensor | None = None,
         transfer_jitter: int = 0,
+        ensemble: Sequence[int] = (),
     ) -> tuple[MLP, dict[str, Any]]:
         """Train a student: hard labels when ``temperature`` is None, else distilled.
 
         ``keep`` is a boolean mask over the training split: the transfer set.
         ``transfer_jitter`` > 0 shifts the transfer images by up to that many pixels in
         every batch, and the teacher's soft targets are computed on the shifted images.
+        ``ensemble``: seeds whose teachers, combined, give the soft targets instead.
         """
         spec = dict(self.cfg[width_key])
         x, y = self.data.train_x, self.data.train_y
@@ -307,7 +318,10 @@ class Recipe:
             spec.update(
                 temperature=float(temperature), hard_weight=hard_weight, soft_weight=self.cfg["distill"]["soft_weight"]
             )
-            if transfer_jitter:
+            if ensemble:
+                spec.update(teacher_ensemble=list(ensemble), ensemble_method=self.cfg["ensemble"]["method"])
+                logits = self.ensemble_log_probs(self.data.train_x)
+            elif transfer_jitter:
                 spec["transfer_jitter"] = int(transfer_jitter)
                 teacher = self.teacher()
             else:
@@ -317,6 +331,24 @@ class Recipe:
             x, y = x[keep], y[keep]
             logits = logits[keep] if logits is not None else None
         return self._fit(name, spec, x, y, logits, teacher)
+
+    def ensemble_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``ensemble.seeds`` teachers' combined log-probabilities on ``x``.
+
+        ``geometric`` (mean log-probabilities) is the members' mean logits up to a
+        constant, so tempering it later gives ``softmax(mean_i z_i / T)``.
+        """
+        members = []
+        for s in self.cfg["ensemble"]["seeds"]:
+            folder = self.out_dir / f"seed{s}"
+            loaded = self._load("teacher", dict(self.cfg["teacher"]), folder)
+            if loaded is None:
+                raise RecipeError(
+                    f"{folder / 'teacher.pt'}: no teacher for seed {s}, a member of ensemble.seeds; train it "
+                    f"first (--seed {s} --experiments teacher, same --out-dir and settings) or change ensemble.seeds"
+                )
+            members.append(logits_of(loaded[0], x))
+        return combine(members, method=self.cfg["ensemble"]["method"])
 
     # -- experiments
 
@@ -393,6 +425,27 @@ class Recipe:
         }
         self.log(f"only78: 7/8 bias {shift:+g} (val-tuned): {extra}")
         self._test(model, rec, "only78", **extra)
+
+    def run_ensemble(self) -> None:
+        seeds = [int(s) for s in self.cfg["ensemble"]["seeds"]]
+        method = self.cfg["ensemble"]["method"]
+        t = self.cfg["distill"]["temperature"]
+        w = self.cfg["student"]["sizes"][1]
+        k = len(seeds)
+        d = self.data
+        val_errors = int((self.ensemble_log_probs(d.val_x).argmax(-1) != d.val_y).sum())
+        test_errors = int((self.ensemble_log_probs(d.test_x).argmax(-1) != d.test_y).sum())
+        self.log(f"teacher-ens{k}: {method} mean of the teachers of seeds {seeds}: test errors {test_errors}")
+        self._record({
+            "seed": self.seed, "name": f"teacher-ens{k}", "experiment": "ensemble", "members": seeds,
+            "sizes": self.cfg["teacher"]["sizes"], "formula": f"{method} mean of the teachers of seeds {seeds}",
+            "temperature": None, "epochs": None, "best_epoch": None, "train_seconds": 0.0,
+            "val_errors": val_errors, "val_n": len(d.val_y), "test_errors": test_errors, "test_n": len(d.test_y),
+            "command": self.command, "machine": machine(str(self.device)),
+            "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        })
+        model, rec = self.student(f"student{w}-soft-T{t:g}-ens{k}", "student", t, 0.0, ensemble=seeds)
+        self._test(model, rec, "ensemble")
 
     def run(self, experiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Run the experiments (default: the config's) and return their result records."""
