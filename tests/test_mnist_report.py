@@ -63,12 +63,12 @@ def test_ensemble_section_lists_the_combined_teacher_first(tmp_path):
     for seed, errors in ((0, 90), (1, 94)):
         runs.append({**_run(seed, "student800-soft-T20-ens3", 800, 20.0, errors), "experiment": "ensemble"})
         runs.append({**_run(seed, "teacher-ens3", 1200, None, 70), "experiment": "ensemble", "epochs": None,
-                     "formula": "geometric mean of the teachers of seeds [0, 1, 2]"})
+                     "formula": "geometric mean of the teachers of seeds [0, 1, 2]", "members": [0, 1, 2]})
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"runs": runs}))
     write_report(results, tmp_path / "out")
     tables = (tmp_path / "out" / "tables.md").read_text()
     section = tables[tables.index("## Ensemble teacher"):]
     assert section.index("teacher-ens3: geometric mean") < section.index("student800-soft-T20-ens3")
-    assert "| 70.0 ± 0.0 (n=2) | 0,1 | –, – |" in section and "| 92.0 ± 2.8 (n=2) |" in section
+    assert "| 70 | members 0,1,2 | – | – |" in section and "| 92.0 ± 2.8 (n=2) | 0,1 |" in section
     assert "-ens3" not in tables[:tables.index("## Ensemble teacher")]  # not in the main table

@@ -129,8 +129,12 @@ def ensemble_rows(runs: list[dict[str, Any]]) -> list[str]:
             "|---|---|---|---|---|"]
     for name in sorted(named, key=lambda n: (not n.startswith("teacher"), n)):
         rs = named[name]
-        epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" if r.get("epochs") else "–" for r in rs)
         desc = f"{name}: {rs[0]['formula']}".replace("|", "\\|")
+        if name.startswith("teacher"):  # one combined model, recorded again by every seed's run
+            members = ",".join(map(str, rs[0].get("members", [])))
+            rows.append(f"| {desc} | {rs[0]['test_errors']} | members {members} | – | – |")
+            continue
+        epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" for r in rs)
         rows.append(f"| {desc} | {mean_spread([r['test_errors'] for r in rs])} | {_seeds(rs)} | {epochs} | {_wall(rs)} |")
     return rows
 
