@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
 from . import __version__
+from .errors import UserError, describe_os_error
+
+__all__ = ["UserError", "build_parser", "main"]
 
 #: Modules that each register one or more subcommands, in --help order.
 COMMAND_MODULES: list[str] = [
@@ -30,8 +34,11 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one message, no traceback."""
+#: Error classes from the library that are the user's to fix, besides :class:`UserError`.
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from .distill.cache import CacheError
+
+    return (UserError, CacheError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,21 +59,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = os.environ.get("ASR_KD_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"asr-kd {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"asr-kd {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `asr-kd validate big.csv | head`
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-
+    except _user_error_types() as err:
+        if debug:
+            raise
+        print(f"asr-kd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a missing, unreadable, read-only or full path met anywhere
+        if debug:
+            raise
+        print(f"asr-kd {args.command}: error: {describe_os_error(err)} "
+              "(ASR_KD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 if __name__ == "__main__":
     # `python -m asr_kd.cli` loads this file as __main__, a second copy of the module; run the

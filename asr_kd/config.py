@@ -22,8 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from .errors import UserError
 
-class ConfigError(Exception):
+
+class ConfigError(UserError):
     """A problem with a config or its overrides, explained with its fix."""
 
 

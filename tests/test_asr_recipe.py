@@ -76,8 +76,35 @@ def test_cache_keys_are_the_training_manifest_ids(tiny):
     for name in ("ensemble", "ensemble-guided"):
         cache = TeacherCache(tiny.exp / "ensembles" / name / "cache", fingerprint=tiny.cache_fingerprint(name))
         assert set(cache.ids()) == train_ids
-        assert all(cache.num_frames(i) == len(tiny.feats("train")[i]) // 4 + 0 or cache.num_frames(i) > 0
-                   for i in train_ids)
+        feats = tiny.feats("train")
+        assert {i: cache.num_frames(i) for i in train_ids} == {i: _subsampled(len(feats[i])) for i in train_ids}
+
+
+def _conv_out(n: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:
+    """Output length of one convolution along time: floor((n + 2 * padding - kernel) / stride) + 1."""
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+def _subsampled(n: int) -> int:
+    """Frames after the acoustic model's two (kernel 3, stride 2, padding 1) convolutions."""
+    return _conv_out(_conv_out(n))
+
+
+def test_subsampling_frame_count_follows_the_conv_arithmetic():
+    from asr_kd.models.acoustic import AcousticConfig
+
+    model = CTCAcousticModel(AcousticConfig(num_classes=5, n_mels=8, conv_channels=2, hidden=4, layers=1)).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [(3, 2, 1)] * 2
+    lengths = [1, 2, 3, 4, 5, 7, 8, 9, 13, 100, 101, 102, 103]
+    assert [_subsampled(n) for n in lengths] == [1, 1, 1, 1, 2, 2, 2, 3, 4, 25, 26, 26, 26]
+    with torch.no_grad():
+        for n in lengths:  # one utterance alone: the padded batch is exactly its length
+            logits, out = model(torch.randn(1, n, 8), torch.tensor([n]))
+            assert logits.shape[1] == out.item() == _subsampled(n), n
+        logits, out = model(torch.randn(len(lengths), max(lengths), 8), torch.tensor(lengths))
+    assert out.tolist() == [_subsampled(n) for n in lengths]
+    assert logits.shape[1] == _subsampled(max(lengths))
 
 
 def _test_ctc_loss(recipe: AsrRecipe, model) -> float:

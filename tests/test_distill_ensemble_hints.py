@@ -99,13 +99,49 @@ def test_hints_on_packed_lstm_outputs_respect_the_frame_mask():
     """The project's acoustic model feeds its LSTM packed sequences; hints must see (B, T, F)."""
     from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel
 
+    torch.manual_seed(0)
     cfg = AcousticConfig(num_classes=5, n_mels=8, hidden=8, conv_channels=2, layers=1)
-    teacher, student = CTCAcousticModel(cfg), CTCAcousticModel(cfg.scaled(0.5))
-    hints = HintLoss(student, teacher, [("encoder", "encoder")], widths=[(8, 16)])
-    feats, lengths = torch.randn(2, 40, 8), torch.tensor([40, 17])
-    with torch.no_grad():
-        _, n = teacher(feats, lengths)
-    student(feats, lengths)
-    mask = torch.arange(10)[None, :] < n[:, None]
-    loss = hints(mask)
-    assert loss.shape == () and torch.isfinite(loss)
+    teacher, student = CTCAcousticModel(cfg).eval(), CTCAcousticModel(cfg.scaled(0.5)).eval()
+    hints = HintLoss(student, teacher, [("encoder", "encoder")], widths=[(4, 8)])
+    lengths = torch.tensor([40, 17])
+
+    def loss_of(feats, mask=True):
+        with torch.no_grad():
+            _, n = teacher(feats, lengths)
+            student(feats, lengths)
+            return hints(torch.arange(10)[None, :] < n[:, None] if mask else None)
+
+    feats = torch.randn(2, 40, 8)
+    loss = loss_of(feats)
+    assert loss.shape == () and torch.isfinite(loss) and loss > 0
+    padded = feats.clone()
+    padded[1, 17:] = 1e6 * torch.randn(23, 8)  # item 1 has 17 real frames
+    assert torch.equal(loss_of(padded), loss)
+    real = feats.clone()
+    real[1, 16] += 3.0  # its last real frame
+    assert not torch.allclose(loss_of(real), loss)
+    # Unmasked, the padded output frames count: the projection's bias against the teacher's zeros.
+    assert not torch.allclose(loss_of(feats, mask=False), loss)
+
+
+def test_hint_loss_leaves_out_padded_positions_of_the_features():
+    """A unidirectional LSTM run over padding gives hooked features that differ there; the mask drops them."""
+    torch.manual_seed(0)
+    teacher, student = Tiny(16), Tiny(8)
+    hints = HintLoss(student, teacher, [("rnn", "rnn")], widths=[(8, 16)])
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+
+    def loss_of(x):
+        with torch.no_grad():
+            teacher(x)
+            student(x)
+            return hints(mask)
+
+    x = torch.randn(2, 6, 3)
+    loss = loss_of(x)
+    padded = x.clone()
+    padded[1, 3:] = 1e4 * torch.randn(3, 3)
+    assert torch.equal(loss_of(padded), loss)
+    real = x.clone()
+    real[1, 2] += 3.0
+    assert not torch.allclose(loss_of(real), loss)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from asr_kd.cli import UserError
+from asr_kd.errors import UserError
 from asr_kd.distill import CacheError, TeacherCache
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import UserError
+from ..errors import UserError
 
 
 def _range(text: str) -> tuple[float, float]:

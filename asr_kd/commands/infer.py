@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from asr_kd.cli import UserError
+from asr_kd.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

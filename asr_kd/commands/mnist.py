@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
     from ..image.cli import run as run_recipe
     from ..image.mnist import MnistNotFound
     from ..image.recipe import RecipeError

@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 
-from asr_kd.cli import UserError
+from asr_kd.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

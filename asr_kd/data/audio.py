@@ -82,6 +82,31 @@ def _wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
             f.seek(clen + (clen & 1), 1)
 
 
+def check_audio(path: str | os.PathLike) -> AudioInfo:
+    """Header of ``path``, refusing what cannot be trained on without decoding the samples.
+
+    Raises :class:`AudioError` naming the file and the problem: not found, not readable audio,
+    a truncated WAV (its data chunk is shorter than the header declares) or zero-length audio
+    (a valid header with no samples).
+
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "empty.wav")
+    >>> write_audio(path, np.zeros(0, dtype=np.float32), 16000)
+    >>> check_audio(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    asr_kd.data.audio.AudioError: .../empty.wav: zero-length audio (the header is valid but holds no samples)
+    """
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: a folder, not an audio file")
+    info = audio_info(path)
+    short = _wav_shortfall(path)
+    if short:
+        raise AudioError(f"{path}: truncated: the WAV header declares {short[0]} bytes of audio, the file holds {short[1]}")
+    if info.frames == 0:
+        raise AudioError(f"{path}: zero-length audio (the header is valid but holds no samples)")
+    return info
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """All samples of ``path`` as float32 ``(frames, channels)`` and the file's sample rate.
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cli import UserError
+from ..errors import UserError
 
 #: Columns every manifest must have, in SpeechBrain's order.
 REQUIRED = ("ID", "duration", "wav", "spk_id", "wrd")

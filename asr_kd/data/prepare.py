@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .audio import AudioError, audio_info
+from .audio import AudioError, check_audio
 from .manifest import REQUIRED, Entry, write_manifest
 from .text import normalise_text
 
@@ -51,12 +51,14 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _durations(paths: list[str]) -> list[float | None]:
-    def one(p: str) -> float | None:
+def _durations(paths: list[str]) -> list[float | str]:
+    """Each file's duration in seconds, or why it cannot be used (zero-length, truncated, not audio)."""
+
+    def one(p: str) -> float | str:
         try:
-            return round(audio_info(p).duration, 4)
-        except AudioError:
-            return None
+            return round(check_audio(p).duration, 4)
+        except AudioError as err:
+            return str(err).removeprefix(f"{p}: ")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(one, paths))
@@ -66,8 +68,8 @@ def _finish(entries: list[Entry], skipped: list[str], out_path: Path) -> None:
     durs = _durations([e.wav for e in entries])
     good = []
     for e, d in zip(entries, durs):
-        if d is None:
-            skipped.append(f"{e.wav}: not readable audio")
+        if isinstance(d, str):
+            skipped.append(f"{e.wav}: {d}")
             continue
         e.duration = d
         good.append(e)
