@@ -40,8 +40,61 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _kind(value: Any) -> str:
+    """The kind of a config value, as a user would name it (an int is a number too)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a section"
+    return type(value).__name__
+
+
+def check_value(key: str, default: Any, value: Any, where: str = "") -> None:
+    """Refuse ``value`` for ``key`` when it is not of the kind of the default (``None``: anything).
+
+    >>> check_value("train.epochs", 12, 20)
+    >>> check_value("train.lr", 0.001, 1)           # an int is a number too
+    >>> check_value("train.epochs", 12, "six")
+    Traceback (most recent call last):
+    asr_kd.config.ConfigError: train.epochs: expected a number (like 12), got text 'six'
+    """
+    if default is None or value is None and not isinstance(default, Mapping):
+        return
+    if _kind(default) != _kind(value):
+        raise ConfigError(f"{where}{key}: expected {_kind(default)} (like {default!r}), got {_kind(value)} {value!r}")
+
+
+def check_keys(node: Mapping[str, Any], schema: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    """Every key of ``node`` must exist in ``schema``, with a value of the same kind.
+
+    A section that is empty in ``schema`` (``{}``) is open: any keys may go there.
+
+    >>> check_keys({"train": {"epochs": 3}}, {"train": {"epochs": 12, "lr": 0.1}}, "cfg.yaml: ")
+    >>> check_keys({"train": {"epoch": 3}}, {"train": {"epochs": 12, "lr": 0.1}}, "cfg.yaml: ")
+    Traceback (most recent call last):
+    asr_kd.config.ConfigError: cfg.yaml: unknown key 'train.epoch'; known here: ['epochs', 'lr']
+    """
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(f"{where}unknown key {dotted!r}; known here: {sorted(schema)}")
+        check_value(dotted, schema[key], value, where)
+        if isinstance(value, Mapping) and schema[key]:
+            check_keys(value, schema[key], where, dotted + ".")
+
+
 def apply_override(cfg: dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.key=value`` override (value parsed as YAML) in place."""
+    """Apply one ``dotted.key=value`` override (value parsed as YAML) in place.
+
+    The key must exist and the value must be of the kind of the value it replaces
+    (:func:`check_value`).
+    """
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. student.epochs=10)")
     key, raw = item.split("=", 1)
@@ -53,7 +106,14 @@ def apply_override(cfg: dict[str, Any], item: str) -> None:
         node = node[p]
     if parts[-1] not in node:
         raise ConfigError(f"override {item!r}: unknown key {key!r}; known here: {sorted(node)}")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({err.problem or err})") from None
+    check_value(key, node[parts[-1]], value, where=f"override {item!r}: ")
+    if isinstance(value, Mapping) and node[parts[-1]]:
+        check_keys(value, node[parts[-1]], f"override {item!r}: ", key + ".")
+    node[parts[-1]] = value
 
 
 def read_config(path: str | os.PathLike, preset: str | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -67,6 +127,10 @@ def read_config(path: str | os.PathLike, preset: str | None, overrides: Sequence
             raw = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file; give the path of a recipe's config.yaml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file; give the path of a recipe's config.yaml") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give the path of a recipe's config.yaml") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("base"), dict):
@@ -74,6 +138,10 @@ def read_config(path: str | os.PathLike, preset: str | None, overrides: Sequence
     presets = raw.get("presets") or {}
     if preset is not None and preset not in presets:
         raise ConfigError(f"{path}: no preset {preset!r}; choose one of {sorted(presets)}")
+    for name, over in presets.items():
+        if not isinstance(over, Mapping):
+            raise ConfigError(f"{path}: preset {name!r} must be a section of keys to override")
+        check_keys(over, raw["base"], f"{path}: preset {name!r}: ")
     cfg = merge(raw["base"], (presets.get(preset) or {}) if preset is not None else {})
     for item in overrides:
         apply_override(cfg, item)

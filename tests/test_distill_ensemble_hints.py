@@ -102,7 +102,7 @@ def test_hints_on_packed_lstm_outputs_respect_the_frame_mask():
     torch.manual_seed(0)
     cfg = AcousticConfig(num_classes=5, n_mels=8, hidden=8, conv_channels=2, layers=1)
     teacher, student = CTCAcousticModel(cfg).eval(), CTCAcousticModel(cfg.scaled(0.5)).eval()
-    hints = HintLoss(student, teacher, [("encoder", "encoder")], widths=[(4, 8)])
+    hints = HintLoss(student, teacher, [("encoder", "encoder")], widths=[(8, 16)])  # BiLSTM: 2 x hidden
     lengths = torch.tensor([40, 17])
 
     def loss_of(feats, mask=True):

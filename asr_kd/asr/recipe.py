@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import yaml
 from torch import Tensor, nn
 
-from asr_kd.config import ConfigError, merge, read_config, write_atomic
+from asr_kd.config import ConfigError, check_keys, merge, read_config, write_atomic
 from asr_kd.stages import Stage, is_done, run_stages
 
 GUIDANCE = ("none", "guided", "both")
@@ -57,10 +58,34 @@ def default_config_path(recipe: str = "synth_en") -> Path:
     return repo_root() / "recipes" / recipe / "config.yaml"
 
 
+def _missing_keys(schema: Mapping[str, Any], node: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, default in schema.items():
+        if key not in node:
+            out.append(f"{prefix}{key}")
+        elif isinstance(default, Mapping) and default and isinstance(node[key], Mapping):
+            out += _missing_keys(default, node[key], f"{prefix}{key}.")
+    return out
+
+
+def _check_schema(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """An ASR config (e.g. a user's copy) has the keys of the reference recipe's ``base``, of the same kinds."""
+    reference = default_config_path("synth_en")
+    with open(reference, encoding="utf-8") as f:
+        schema = yaml.safe_load(f)["base"]
+    own = {k: v for k, v in cfg.items() if k not in ("preset", "overrides", "config_path")}
+    check_keys(own, schema, f"{path}: ")
+    missing = _missing_keys(schema, own)
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}; copy them from the base of {reference.name} "
+                          f"in recipes/{reference.parent.name}/")
+
+
 def load_asr_config(path: str | os.PathLike, preset: str | None = None, overrides: Sequence[str] = ()) -> dict:
     """Read a recipe config (``base`` + preset + overrides) and check its choices."""
     cfg = read_config(path, preset, overrides)
     cfg["config_path"] = str(path)
+    _check_schema(cfg, path)
     checks = [
         (cfg["corpus"]["kind"] in CORPUS_KINDS, f"corpus.kind must be one of {CORPUS_KINDS}"),
         (cfg["teachers"]["guidance"] in GUIDANCE, f"teachers.guidance must be one of {GUIDANCE}"),
