@@ -26,6 +26,7 @@ class UserError(Exception):
 _OS_FIXES = {
     errno.ENOENT: "check the path",
     errno.EISDIR: "give a file, not a folder",
+    errno.EEXIST: "a file is in the way where a folder is needed; choose another path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
     errno.EACCES: "check the permissions, or choose a folder you can write to",
     errno.EPERM: "check the permissions, or choose a folder you can write to",

@@ -31,6 +31,7 @@ import torch
 from asr_kd.asr.checkpoint import AtomicCheckpointer
 from asr_kd.asr.data import BucketBatchSampler, FeatureNorm
 from asr_kd.config import write_atomic
+from asr_kd.errors import UserError
 from asr_kd.data.features import GlobalCMVN, SpecAugmentConfig
 from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel, count_parameters
 
@@ -129,16 +130,36 @@ class LoadedModel:
         return logits.log_softmax(-1), n
 
 
+class BundleError(UserError):
+    """A path that does not hold a usable model bundle; the message names it and the fix."""
+
+
 def load_bundle(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Load a ``model.pt`` bundle (or a folder holding one)."""
+    """Load a ``model.pt`` bundle (or a folder holding one).
+
+    Raises:
+        BundleError: no bundle there, or the file is not one (another file, truncated, or
+            written by an incompatible version).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "model.pt"
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no trained model here; train it with `asr-kd run CONFIG` first")
-    bundle = torch.load(p, map_location="cpu", weights_only=False)
-    model = CTCAcousticModel(AcousticConfig(**bundle["config"]))
-    model.load_state_dict(bundle["state"])
+        raise BundleError(f"{p}: no trained model here; train it with `asr-kd run CONFIG` first")
+    try:
+        bundle = torch.load(p, map_location="cpu", weights_only=False)
+        config = AcousticConfig(**bundle["config"])
+        state, cmvn_state = bundle["state"], bundle["cmvn"]
+    except Exception as err:  # noqa: BLE001 - unpickling fails in many ways on a wrong file
+        raise BundleError(f"{p}: not a model bundle of asr-kd ({type(err).__name__}: {err}); give the model.pt "
+                          "written by `asr-kd run` (models/NAME/model.pt) or its folder") from None
+    model = CTCAcousticModel(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise BundleError(f"{p}: its weights do not fit its architecture; the file is damaged, train it again "
+                          f"({str(err).splitlines()[0]})") from None
+    bundle["cmvn"] = cmvn_state
     cmvn = GlobalCMVN(len(bundle["cmvn"]["mean"]))
     cmvn.mean.copy_(bundle["cmvn"]["mean"])
     cmvn.std.copy_(bundle["cmvn"]["std"])

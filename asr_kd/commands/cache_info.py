@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if Path(args.cache_dir).is_file():
+        raise UserError(f"{args.cache_dir}: a file, not a cache folder; give the folder that holds meta.json "
+                        "and shard-*.pt (e.g. exp/demo/ensembles/ensemble/cache)")
     try:
         cache = TeacherCache(args.cache_dir, fingerprint=None, allow_incomplete=True)
     except CacheError as err:

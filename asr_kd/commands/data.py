@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UserError
+from ..errors import UserError, describe_os_error
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check every row of a manifest and report every problem with its fix")
     p.add_argument("manifest", nargs="+", help="CSV or JSONL manifest(s)")
     p.add_argument("--data-root", help="replaces $data_root in wav paths (default: the manifest's folder)")
-    p.add_argument("--tokenizer", help="a tokenizer saved by asr-kd (.model / .chars.json); its characters are checked")
+    p.add_argument("--tokenizer", help="a tokenizer saved by asr-kd (folder, .model or .chars.json) or a trained model (its tokenizer); its characters are checked")
     p.add_argument("--no-audio", action="store_true", help="do not open the audio files (fast, checks less)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=validate)
@@ -71,12 +71,22 @@ def validate(args: argparse.Namespace) -> int:
 
     tok = None
     if args.tokenizer:
+        from pathlib import Path
+
         from ..data.tokenizer import load_tokenizer
 
-        try:
-            tok = load_tokenizer(args.tokenizer)
-        except (OSError, ValueError) as err:
-            raise UserError(str(err)) from err
+        given = Path(args.tokenizer)
+        bundle = given / "model.pt" if given.is_dir() else given
+        if bundle.name == "model.pt" and bundle.exists():  # a trained model carries its tokenizer
+            from ..asr.train import load_bundle
+
+            tok = load_bundle(bundle).tokenizer()
+        else:
+            try:
+                tok = load_tokenizer(args.tokenizer)
+            except (OSError, ValueError) as err:
+                raise UserError(f"{err}; give a tokenizer folder (holds tokenizer.json), its .model / "
+                                ".chars.json file, or a trained model's folder") from err
     progress = None
     if not args.quiet:
         from tqdm import tqdm
@@ -106,7 +116,7 @@ def prepare(args: argparse.Namespace) -> int:
     except PrepareError as err:
         raise UserError(str(err)) from err
     except OSError as err:
-        raise UserError(f"{err.filename or args.out}: {err.strerror or err}; check the path and its permissions") from err
+        raise UserError(describe_os_error(err) if err.filename else f"{args.out}: {describe_os_error(err)}") from err
     for name, path in result.items():
         print(f"{name}: {path}")
     print(f"next: asr-kd validate {' '.join(str(p) for p in result.values())}", file=sys.stderr)
@@ -145,7 +155,7 @@ def synth(args: argparse.Namespace) -> int:
     except (ValueError, EspeakError, FliteError, FestivalError) as err:
         raise UserError(str(err)) from err
     except OSError as err:
-        raise UserError(f"{err.filename or args.out}: {err.strerror or err}; check the path and its permissions") from err
+        raise UserError(describe_os_error(err) if err.filename else f"{args.out}: {describe_os_error(err)}") from err
     for split, path in result.items():
         print(f"{split}: {path}")
     options = json.loads((Path(args.out) / "synth.json").read_text())["options"]

@@ -104,10 +104,7 @@ def _load(spec: str, device: str):
 
     models = []
     for path in spec.split(","):
-        try:
-            models.append(load_bundle(path, device=device))
-        except FileNotFoundError as err:
-            raise UserError(str(err)) from None
+        models.append(load_bundle(path, device=device))  # BundleError names a wrong path
     base = models[0].info.get("fingerprint", {})
     for path, m in zip(spec.split(","), models):
         if m.info.get("fingerprint", {}) != base:
@@ -159,6 +156,8 @@ def evaluate(args: argparse.Namespace) -> int:
     hyp_map = {e.id: h for e, h in zip(entries, hyps)}
     if args.out:
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: a file, not a folder; give a folder for the trn files and scores.json")
         out.mkdir(parents=True, exist_ok=True)
         result = score_system(out, "model", refs, hyp_map)
         (out / "scores.json").write_text(json.dumps({"model": args.model, "manifest": args.manifest, **result}, indent=1))
@@ -173,7 +172,7 @@ def evaluate(args: argparse.Namespace) -> int:
 def transcribe(args: argparse.Namespace) -> int:
     import torch
 
-    from asr_kd.data.audio import AudioError
+    from asr_kd.data.audio import AudioError, check_audio
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,6 +180,11 @@ def transcribe(args: argparse.Namespace) -> int:
     missing = [a for a in args.audio if not Path(a).exists()]
     if missing:
         raise UserError(f"no such audio file: {missing[0]}")
+    for path in args.audio:  # a folder, not audio, truncated or empty: named before any decoding
+        try:
+            check_audio(path)
+        except AudioError as err:
+            raise UserError(f"{err}; give WAV, FLAC, OGG or MP3 files that hold speech") from None
     try:
         texts = _decode(models, args.audio, args.batch_size, args.device, args)
     except (AudioError, RuntimeError) as err:

@@ -26,13 +26,15 @@ import soundfile as sf
 import torch
 import torchaudio.transforms as T
 
+from ..errors import UserError
+
 #: The sample rate every model in the project sees.
 SAMPLE_RATE = 16000
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file is missing, unreadable, truncated or empty. The message names the file."""
 
 

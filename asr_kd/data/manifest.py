@@ -259,8 +259,8 @@ def load_manifest(
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     report = validate_manifest(path, tokenizer=tokenizer, data_root=data_root, check_audio=check_audio)
-    if report.file_errors:
-        raise ManifestError(report.format())
+    if report.file_errors:  # each names the file and the fix already
+        raise ManifestError("; ".join(report.file_errors))
     if report.errors and not skip_bad:
         raise ManifestError(
             report.format() + "\nFix these rows, or call load_manifest(..., skip_bad=True) to train without them."

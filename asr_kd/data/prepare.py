@@ -36,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..errors import UserError
 from .audio import AudioError, check_audio
 from .manifest import REQUIRED, Entry, write_manifest
 from .text import normalise_text
@@ -43,7 +44,7 @@ from .text import normalise_text
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError, ValueError):
     """The source does not look like the corpus kind; the message says what was expected."""
 
 
