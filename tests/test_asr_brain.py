@@ -86,6 +86,7 @@ def corpus_wer(brain, ds) -> float:
     return error_rates(refs, hyps)["wer"]
 
 
+@pytest.mark.slow
 def test_teacher_learns_and_student_distils_from_the_cache_by_id(tmp_path):
     torch.set_num_threads(1)
     train, valid = dataset(range(96)), dataset(range(1000, 1024))

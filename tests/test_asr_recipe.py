@@ -22,6 +22,7 @@ from asr_kd.distill import TeacherCache
 from asr_kd.models.acoustic import CTCAcousticModel
 
 CONFIG = str(default_config_path("synth_en"))
+pytestmark = pytest.mark.slow  # every test here uses end-to-end recipe runs
 
 
 @pytest.fixture(scope="module")

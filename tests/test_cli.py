@@ -1,5 +1,6 @@
 """The `asr-kd` command line: help, version, the demo, and honest refusals."""
 
+import pytest
 import re
 from pathlib import Path
 import subprocess
@@ -43,6 +44,7 @@ def test_run_refuses_bad_configs_and_overrides_without_traceback(tmp_path, capsy
     assert " 1 prepare" in out and "student-kd-guided" in out and "report" in out
 
 
+@pytest.mark.slow
 def test_demo_soft_targets_beat_hard_labels(capsys):
     """The demo's measured numbers: the distilled student beats the hard-label one."""
     assert main(["demo", "--seed", "0"]) == 0

@@ -136,6 +136,7 @@ def test_csv_and_jsonl_with_column_mapping(tmp_path, speech):
         parse_mapping("wrd")
 
 
+@pytest.mark.slow
 def test_cli_prepare_refuses_bad_input_without_traceback(tmp_path):
     run = lambda *a: subprocess.run([*CLI, *a], capture_output=True, text=True, timeout=120)
     out = run("prepare", "librispeech", str(tmp_path / "nowhere"), str(tmp_path / "o"))

@@ -28,9 +28,9 @@ def tiny(tmp_path_factory):
     return out, time.perf_counter() - t0
 
 
-def test_tiny_preset_is_fast_and_valid(tiny):
-    out, seconds = tiny
-    assert seconds < 30
+def test_tiny_preset_is_valid(tiny):
+    """Its speed is measured by `python tools/bench_synth.py --preset tiny`, not asserted here."""
+    out, _ = tiny
     for split, n in zip(("train", "valid", "test"), PRESETS["tiny"].utterances):
         report = validate_manifest(out / f"{split}.csv")
         assert report.ok and not report.notes, report.format()

@@ -104,6 +104,7 @@ def test_load_manifest_refuses_then_skips(bad_corpus):
     assert "skipped 13 bad row(s)" in logged[0] and "row 13" in logged[0]
 
 
+@pytest.mark.slow
 def test_cli_validate_reports_without_traceback(bad_corpus):
     path, _ = bad_corpus
     out = subprocess.run([*CLI, "validate", "--quiet", str(path)],

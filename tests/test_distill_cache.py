@@ -104,6 +104,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_cache_killed_mid_write_is_detected_and_resumed(tmp_path):
     root, ready = tmp_path / "cache", tmp_path / "ready"
     script = WRITER.format(tests=os.path.dirname(__file__), root=str(root), ready=str(ready))

@@ -202,15 +202,14 @@ def test_config_presets_and_overrides():
         load_config(default_config_path(), "huge")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
 def test_smoke_recipe_distils_and_resumes(tmp_path):
     torch.set_num_threads(1)
     cfg = load_config(default_config_path(), "smoke")
-    start = time.time()
+    # its wall time is measured by `python tools/bench_mnist.py`, not asserted here
     recipe = Recipe(cfg, seed=0, data_dir=None, out_dir=tmp_path, progress=False)
     records = {r["name"]: r for r in recipe.run()}
-    elapsed = time.time() - start
-    assert elapsed < 60, f"smoke preset took {elapsed:.0f} s"
 
     n = records["teacher"]["test_n"]
     distilled = records["student128-soft-T20"]
@@ -232,10 +231,12 @@ def test_smoke_recipe_distils_and_resumes(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert {r["name"] for r in saved} == set(records)
 
-    # Rerunning resumes: every model is loaded, not retrained, and scores the same.
-    start = time.time()
+    # Rerunning resumes: every model is loaded, not retrained (no model file is rewritten), and
+    # scores the same.
+    models = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+    assert models
     again = {r["name"]: r for r in Recipe(cfg, 0, None, tmp_path, progress=False).run()}
-    assert time.time() - start < 0.5 * elapsed + 5
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == models
     assert {k: r["test_errors"] for k, r in again.items()} == {k: r["test_errors"] for k, r in records.items()}
 
 
@@ -267,6 +268,7 @@ def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):
     assert str(tmp_path / "none") in err and "--data-dir" in err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
 def test_ensemble_experiment_combines_seed_teachers(tmp_path):
     torch.set_num_threads(1)
