@@ -198,3 +198,20 @@ def test_the_console_script_prints_no_traceback():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["asr-kd evaluate: error: nonexist: no trained model here; "
                                                 "train it with `asr-kd run CONFIG` first"]
+
+
+def test_a_read_only_output_folder_is_one_line_with_the_fix(files, tmp_path, capsys, monkeypatch):
+    """Root ignores permission bits, so the refusal the file system gives is injected."""
+    from asr_kd.data import prepare as prepare_mod
+
+    def read_only(path, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(prepare_mod, "write_manifest", read_only)
+    src = tmp_path / "corpus" / "spk"
+    src.mkdir(parents=True)
+    sf.write(src / "good.wav", np.zeros(8000, dtype="float32"), 16000)
+    (src / "good.txt").write_text("hello")
+    line = fails(capsys, "prepare", "folder", str(tmp_path / "corpus"), str(tmp_path / "out"))
+    assert "all.csv: Read-only file system; the file system is read-only; choose another output folder" in line
+    assert (src / "good.wav").exists()  # the source is untouched
