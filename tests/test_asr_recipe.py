@@ -22,7 +22,6 @@ from asr_kd.distill import TeacherCache
 from asr_kd.models.acoustic import CTCAcousticModel
 
 CONFIG = str(default_config_path("synth_en"))
-pytestmark = pytest.mark.slow  # every test here uses end-to-end recipe runs
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +33,7 @@ def tiny(tmp_path_factory):
     return AsrRecipe(cfg, log=lambda m: None)
 
 
+@pytest.mark.slow  # an end-to-end recipe run
 def test_teachers_learn_and_every_row_is_reported(tiny):
     for name in ("teacher-0", "teacher-1", "guided-1"):
         h = json.loads((tiny.exp / "models" / name / "history.json").read_text())
@@ -72,6 +72,7 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
     assert beam_words <= train_words
 
 
+@pytest.mark.slow  # an end-to-end recipe run
 def test_cache_keys_are_the_training_manifest_ids(tiny):
     train_ids = {e.id for e in read_manifest(tiny.exp / "corpus" / "train.csv")}
     for name in ("ensemble", "ensemble-guided"):
@@ -119,6 +120,7 @@ def _test_ctc_loss(recipe: AsrRecipe, model) -> float:
     return sum(losses) / len(losses)
 
 
+@pytest.mark.slow  # an end-to-end recipe run
 def test_distilled_student_beats_an_untrained_one(tiny):
     student = load_bundle(tiny.exp / "models" / "student-kd")
     untrained = load_bundle(tiny.exp / "models" / "student-kd")
@@ -128,6 +130,7 @@ def test_distilled_student_beats_an_untrained_one(tiny):
     assert trained_loss < 0.8 * untrained_loss, (trained_loss, untrained_loss)
 
 
+@pytest.mark.slow  # an end-to-end recipe run
 def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
     model = str(tiny.exp / "models" / "student-kd")
     manifest = str(tiny.exp / "corpus" / "test.csv")
@@ -157,6 +160,7 @@ def _run(exp: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # an end-to-end recipe run
 def test_a_teacher_killed_mid_training_resumes_to_the_same_model(tmp_path):
     reference = _run(tmp_path / "a")
     assert reference.wait(timeout=300) == 0, reference.stdout.read()
@@ -181,6 +185,7 @@ def test_a_teacher_killed_mid_training_resumes_to_the_same_model(tmp_path):
         assert torch.equal(a["state"][key], b["state"][key]), key
 
 
+@pytest.mark.slow  # an end-to-end recipe run
 def test_librispeech_config_on_a_tiny_librispeech_tree(tmp_path):
     from asr_kd.data.audio import resample
     from asr_kd.data.espeak import Espeak
