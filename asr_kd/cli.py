@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import __version__
+from . import __version__, logs
 from .errors import UserError, describe_os_error
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge distillation for speech recognition (Hinton, Vinyals & Dean 2015).",
     )
     parser.add_argument("--version", action="version", version=f"asr-kd {__version__}")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="print warnings and results only, no progress")
+    loud.add_argument("-v", "--verbose", action="store_true", help="print debug lines too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -59,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    logs.setup(logs.level_of(args.quiet, args.verbose))
     debug = os.environ.get("ASR_KD_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -150,9 +150,15 @@ def read_config(path: str | os.PathLike, preset: str | None, overrides: Sequence
     return cfg
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
-    write(tmp)
-    os.replace(tmp, path)
+def repo_root() -> Path:
+    """The project's root folder (the one holding ``recipes/``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def recipe_config_path(recipe: str) -> Path:
+    """The config of recipe ``recipe`` (a folder name under ``recipes/``).
+
+    >>> recipe_config_path("mnist").relative_to(repo_root()).as_posix()
+    'recipes/mnist/config.yaml'
+    """
+    return repo_root() / "recipes" / recipe / "config.yaml"

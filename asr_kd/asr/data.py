@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from asr_kd.config import write_atomic
+from asr_kd.io import write_atomic
 from asr_kd.data.audio import collate_audio, load_audio
 from asr_kd.data.features import FeatureConfig, FrontEnd, GlobalCMVN, SpecAugmentConfig, spec_augment
 from asr_kd.data.manifest import Entry

@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from asr_kd.config import write_atomic
+from asr_kd.io import write_atomic
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SIL = "|"  #: the word-boundary token of character models in the decoder's token list

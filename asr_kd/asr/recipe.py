@@ -41,7 +41,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from asr_kd.config import ConfigError, check_keys, merge, read_config, write_atomic
+from asr_kd.config import ConfigError, check_keys, merge, read_config
+from asr_kd.io import write_atomic
 from asr_kd.stages import Stage, is_done, run_stages
 
 GUIDANCE = ("none", "guided", "both")

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from asr_kd.config import write_atomic
+from asr_kd.io import write_atomic
 
 
 def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Sequence[str], ensemble: str,

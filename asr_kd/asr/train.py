@@ -30,7 +30,7 @@ import torch
 
 from asr_kd.asr.checkpoint import AtomicCheckpointer
 from asr_kd.asr.data import BucketBatchSampler, FeatureNorm
-from asr_kd.config import write_atomic
+from asr_kd.io import write_atomic
 from asr_kd.errors import UserError
 from asr_kd.data.features import GlobalCMVN, SpecAugmentConfig
 from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel, count_parameters

@@ -44,7 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..config import ConfigError, read_config, write_atomic
+from ..config import ConfigError, read_config
+from ..io import write_atomic
 from ..distill import DistillationLoss, combine
 from ..distill.ensemble import METHODS as ENSEMBLE_METHODS
 from ..models.mlp import MLP
