@@ -17,18 +17,19 @@ Example
 >>> stages = [Stage("prepare", lambda: done.append("prepare"), {"corpus": "tiny"}),
 ...           Stage("train", lambda: done.append("train"), {"epochs": 2})]
 >>> exp = tempfile.mkdtemp()
->>> run_stages(stages, exp, log=lambda m: None)
+>>> run_stages(stages, exp)
 ['prepare', 'train']
->>> run_stages(stages, exp, log=print)
-stage 1 prepare: done already, skipped
-stage 2 train: done already, skipped
+>>> run_stages(stages, exp)       # logs "stage 1 prepare: done already, skipped", ...
 []
+>>> stage_status(stages, exp, 2)
+'done'
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -36,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from asr_kd.distill.cache import fingerprint_differences
+from asr_kd.io import dict_diff, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Stage:
     depends: Sequence[str] | None = None
     #: files or folders this stage writes; removed before it starts over (config or inputs changed)
     outputs: Sequence[str | os.PathLike] = ()
+    #: may run in a worker process at the same time as the neighbouring stages that also may
+    #: (independent trainings: each needs only stages before the group)
+    parallel: bool = False
 
 
 def marker_path(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
@@ -73,7 +79,7 @@ def _upstream_digest(exp_dir: str | os.PathLike, earlier: Sequence[Stage], depen
     return h.hexdigest()
 
 
-def _remove_outputs(stage: Stage, log: Callable[[str], None]) -> None:
+def _remove_outputs(stage: Stage) -> None:
     for out in stage.outputs:
         path = Path(out)
         if path.is_dir():
@@ -82,14 +88,11 @@ def _remove_outputs(stage: Stage, log: Callable[[str], None]) -> None:
             path.unlink()
         else:
             continue
-        log(f"  removed old output {path}")
+        log.info(f"  removed old output {path}")
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, data, indent=2, sort_keys=True)
 
 
 def stage_status(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int) -> str:
@@ -100,8 +103,8 @@ def stage_status(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: in
     if not marker.exists():
         running = marker.with_name(marker.name.replace(".done", ".running"))
         return "interrupted" if running.exists() else ""
-    stored = json.loads(marker.read_text(encoding="utf-8"))
-    diffs = fingerprint_differences(stored["config"], stage.config, stored_label="last run")
+    stored = read_json(marker)
+    diffs = dict_diff(stored["config"], stage.config, stored_label="last run")
     if diffs:
         return f"config changed since it ran ({'; '.join(diffs)})"
     if stored.get("upstream") != _upstream_digest(exp_dir, stages[: number - 1], stage.depends):
@@ -119,7 +122,6 @@ def run_stages(
     exp_dir: str | os.PathLike,
     start: int = 1,
     stop: int | None = None,
-    log: Callable[[str], None] = print,
 ) -> list[str]:
     """Run stages ``start`` .. ``stop`` (1-based, inclusive); returns the names run.
 
@@ -150,31 +152,31 @@ def run_stages(
         upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
         state = {"config": stage.config, "upstream": upstream}
         if marker.exists():
-            stored = json.loads(marker.read_text(encoding="utf-8"))
-            diffs = fingerprint_differences(stored["config"], stage.config, stored_label="last run")
+            stored = read_json(marker)
+            diffs = dict_diff(stored["config"], stage.config, stored_label="last run")
             if not diffs and stored.get("upstream") == upstream:
-                log(f"{label}: done already, skipped")
+                log.info(f"{label}: done already, skipped")
                 continue
             reason = (
                 f"config changed since it ran ({'; '.join(diffs)})"
                 if diffs
                 else "an earlier stage it uses ran again since"
             )
-            log(f"{label}: {reason}, running again")
+            log.info(f"{label}: {reason}, running again")
             marker.unlink()
-            _remove_outputs(stage, log)
+            _remove_outputs(stage)
         elif running.exists():
-            if json.loads(running.read_text(encoding="utf-8")) == state:
-                log(f"{label}: resuming an interrupted run")
+            if read_json(running) == state:
+                log.info(f"{label}: resuming an interrupted run")
             else:
-                log(f"{label}: config or inputs changed since an interrupted run; starting over")
-                _remove_outputs(stage, log)
+                log.info(f"{label}: config or inputs changed since an interrupted run; starting over")
+                _remove_outputs(stage)
         elif any(Path(out).exists() for out in stage.outputs):
             # outputs with no record of how they were made (e.g. the stage had another number
             # in an older stage list): not trusted, so not resumed from
-            log(f"{label}: outputs found without a record of the run that made them; starting over")
-            _remove_outputs(stage, log)
-        log(f"{label}: running")
+            log.info(f"{label}: outputs found without a record of the run that made them; starting over")
+            _remove_outputs(stage)
+        log.info(f"{label}: running")
         _write_json(running, state)
         began = time.time()
         stage.run()
@@ -184,6 +186,6 @@ def run_stages(
         for stale in marker.parent.glob(f"*-{stage.name}.done"):  # the same stage under an old number
             if stale != marker and stale.name.split("-", 1)[1] == f"{stage.name}.done":
                 stale.unlink()
-        log(f"{label}: finished in {wall:.1f} s")
+        log.info(f"{label}: finished in {wall:.1f} s")
         ran.append(stage.name)
     return ran

@@ -22,7 +22,8 @@ Validation computes the loss and the greedy-decoding WER with SpeechBrain's
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+import logging
+from typing import Mapping, Sequence
 
 import speechbrain as sb
 import torch
@@ -33,6 +34,8 @@ from torch import Tensor
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.guidance import guided_loss
 from asr_kd.distill import DistillationLoss, TeacherCache
+
+log = logging.getLogger(__name__)
 
 
 def absolute_lengths(relative: Tensor, max_len: int) -> Tensor:
@@ -49,7 +52,7 @@ class CTCBrain(sb.Brain):
     optionally ``kd`` (:class:`DistillationLoss`) with ``teacher_cache``
     (:class:`TeacherCache`) and ``blank_weight`` (weight of the soft term on frames
     whose teacher top-1 class is blank; default 1), ``guide_weight`` with ``guide_spikes``
-    (``utt_id -> (frames,) long tensor``), ``log`` (a callable for one-line epoch summaries),
+    (``utt_id -> (frames,) long tensor``), ``name`` (the model's name in the epoch log lines),
     ``seed`` (each training epoch starts from ``torch.manual_seed(seed * 1000 + epoch)``, so a
     run resumed from an end-of-epoch checkpoint repeats the interrupted epoch exactly),
     ``lr_at`` (``(epoch, step) -> learning rate``, set before every optimiser step) and
@@ -149,12 +152,12 @@ class CTCBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
             return
-        wer = self.wer_metric.summarize("error_rate")
+        wer = self.wer_metric.summarize("error_rate") / 100  # SpeechBrain's percentage as a fraction
         self.last_stats = {"loss": stage_loss, "WER": wer}
-        log: Callable[[str], None] | None = getattr(self.hparams, "log", None)
         if stage == sb.Stage.VALID:
-            if log:
-                log(f"epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, valid WER {wer:.2f}")
+            name = getattr(self.hparams, "name", "model")
+            log.info(f"{name} epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, "
+                     f"valid WER {100 * wer:.2f}")
             history = getattr(self.hparams, "history", None)
             if history is not None:
                 history(epoch, {"train_loss": float(self.train_loss), "valid_loss": float(stage_loss), "valid_wer": wer})

@@ -3,9 +3,8 @@
 Features are computed once per split with the shared front end
 (:mod:`asr_kd.data.features`) and stored by utterance ID in one file
 (``feats/SPLIT.pt``: ``{id: (frames, n_mels) float16}``), so every teacher and
-student of a recipe reads the very same frames. :class:`FeatureNorm` applies
-the train-set mean/variance and, on training batches, SpecAugment; it never
-changes the number of frames.
+student of a recipe reads the very same frames (normalised per batch by
+:class:`asr_kd.data.features.FeatureNorm`).
 
 Datasets are SpeechBrain ``DynamicItemDataset`` s with the items ``id``,
 ``feats`` and ``tokens`` (the transcript through the tokenizer), batched by
@@ -26,7 +25,6 @@ Example
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from pathlib import Path
@@ -38,7 +36,7 @@ from tqdm import tqdm
 
 from asr_kd.io import write_atomic
 from asr_kd.data.audio import collate_audio, load_audio
-from asr_kd.data.features import FeatureConfig, FrontEnd, GlobalCMVN, SpecAugmentConfig, spec_augment
+from asr_kd.data.features import FeatureConfig, FrontEnd
 from asr_kd.data.manifest import Entry
 
 
@@ -76,36 +74,9 @@ def extract_features(
     return feats
 
 
-def cmvn_from_features(feats: Mapping[str, Tensor]) -> GlobalCMVN:
-    """Global per-dimension mean and variance over every frame of the (train) features."""
-    values = list(feats.values())
-    cmvn = GlobalCMVN(values[0].shape[1])
-    for start in range(0, len(values), 256):
-        chunk = [v.float() for v in values[start : start + 256]]
-        lengths = torch.tensor([len(v) for v in chunk])
-        cmvn.accumulate(nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths)
-    cmvn.finalize()
-    return cmvn
-
-
-class FeatureNorm(nn.Module):
-    """``(feats, lengths, augment) -> feats``: train-set normalisation, then SpecAugment when asked.
-
-    Padded frames are set to 0 after normalisation; the frame count never changes.
-    """
-
-    def __init__(self, cmvn: GlobalCMVN, augment: SpecAugmentConfig | None = SpecAugmentConfig()) -> None:
-        super().__init__()
-        self.cmvn = cmvn
-        self.augment = augment
-
-    def forward(self, feats: Tensor, lengths: Tensor, augment: bool = False) -> Tensor:
-        feats = self.cmvn(feats.float())
-        mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
-        feats = feats * mask[..., None]
-        if augment and self.augment is not None:
-            feats = spec_augment(feats, lengths.cpu(), self.augment)
-        return feats
+def load_features(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The ``{id: (frames, n_mels) float16}`` features stored by :func:`extract_features`."""
+    return torch.load(path, weights_only=False)["feats"]
 
 
 def make_dataset(
@@ -178,10 +149,6 @@ def padded_batches(
         chunk = order[start : start + batch_size]
         x = [feats[i].float() for i in chunk]
         yield chunk, nn.utils.rnn.pad_sequence(x, batch_first=True), torch.tensor([len(v) for v in x])
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
 
 
 def encode_transcripts(

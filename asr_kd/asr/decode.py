@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from asr_kd.asr.settings import BeamSettings
+
 BLANK = 0
 
 
@@ -47,7 +49,7 @@ class BeamDecoder:
         lexicon: optional lexicon file (word, then its tokens) restricting words
             (:func:`asr_kd.asr.lm.write_lexicon` writes one from transcripts).
         lm: optional KenLM binary / ARPA file (:func:`asr_kd.asr.lm.write_arpa`).
-        lm_weight, word_score: LM weight and word insertion score.
+        lm_weight, word_score: LM weight and word insertion score (defaults: :class:`BeamSettings`).
 
     Returns token-index sequences (without blanks), like :func:`greedy_decode`.
     """
@@ -55,11 +57,11 @@ class BeamDecoder:
     def __init__(
         self,
         tokens: Sequence[str],
-        beam_size: int = 10,
+        beam_size: int = BeamSettings.size,
         lexicon: str | None = None,
         lm: str | None = None,
-        lm_weight: float = 2.0,
-        word_score: float = 0.0,
+        lm_weight: float = BeamSettings.lm_weight,
+        word_score: float = BeamSettings.word_score,
     ):
         from torchaudio.models.decoder import ctc_decoder
 

@@ -1,4 +1,4 @@
-"""The teacher ensemble: combined frame posteriors, and caching them per utterance ID.
+"""Stage ``ensemble``: the teachers' combined frame posteriors, cached per utterance ID.
 
 Example
 -------
@@ -13,38 +13,21 @@ Example
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from asr_kd.distill import CacheWriter, combine
+from asr_kd.asr.decode import greedy_decode
+from asr_kd.asr.inference import System, ensemble_log_probs, write_ensemble
+from asr_kd.distill import CacheWriter
+from asr_kd.io import read_json, write_json
 
+log = logging.getLogger(__name__)
 
-@torch.no_grad()
-def ensemble_log_probs(
-    members: Sequence[nn.Module],
-    feats: Tensor,
-    lengths: Tensor,
-    method: str = "arithmetic",
-    weights: Sequence[float] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Members' combined ``(batch, frames, classes)`` log-probabilities and frame counts.
-
-    Every member must produce the same frames (one front end, one subsampling).
-    """
-    outputs, out_lengths = [], None
-    for i, model in enumerate(members):
-        model.eval()
-        logits, n = model(feats, lengths)
-        if out_lengths is not None and not torch.equal(n, out_lengths):
-            raise ValueError(f"ensemble member {i} produced other frame counts than member 0")
-        outputs.append(logits)
-        out_lengths = n
-    out_lengths = out_lengths.to(feats.device)
-    mask = torch.arange(outputs[0].shape[1], device=feats.device)[None, :] < out_lengths[:, None]
-    return combine(outputs, method=method, weights=weights, mask=mask), out_lengths
+__all__ = ["cache_ensemble", "cache_ensembles", "describe_ensemble", "ensemble_log_probs"]
 
 
 def cache_ensemble(
@@ -76,3 +59,36 @@ def cache_ensemble(
             writer.add(ids[b], log_probs[row, : int(n[row])].cpu())
             written += 1
     return written
+
+
+def cache_ensembles(ctx) -> None:
+    """Stage ``ensemble``: per ensemble, ``ensemble.json`` (members, method, weights), its
+    top-k frame posteriors of the training set (cached by utterance ID) and its greedy
+    transcripts of the training set (``train_hyps.json``, for the sequence-level student).
+    An interrupted run resumes: cached utterances are not written again."""
+
+    exp, e = ctx.exp, ctx.settings.ensemble
+    tok = exp.tokenizer()
+    for name, members in ctx.plan.ensembles.items():
+        describe_ensemble(ctx, name)
+        writer = CacheWriter(exp.cache_dir(name), num_classes=exp.summary()["num_classes"], k=int(e.top_k),
+                             fingerprint=ctx.cache_fingerprint(name))
+        hyps_path = exp.train_hyps_file(name)
+        hyps = read_json(hyps_path) if hyps_path.exists() else {}
+        log.info(f"  {name}: caching top-{e.top_k} posteriors of {', '.join(members)}")
+        system = System([exp.load(m, device=ctx.device) for m in members], method=e.method, weights=e.weights)
+        with writer:
+            for ids, lp, n in system.batches(exp.feats("train"), device=ctx.device):
+                for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n))):
+                    hyps[utt] = tok.decode(h)
+                    if utt not in writer:
+                        writer.add(utt, lp[b, : int(n[b])].float().cpu())
+        write_json(hyps_path, hyps)
+
+
+def describe_ensemble(ctx, name: str) -> None:
+    """Write ``ensemble.json`` of ensemble ``name``, so ``asr-kd evaluate EXP/ensembles/NAME``
+    decodes it as configured (members, combination method, weights)."""
+    e = ctx.settings.ensemble
+    write_ensemble(ctx.exp.ensemble_dir(name), [ctx.exp.bundle(m) for m in ctx.plan.ensembles[name]],
+                   e.method, e.weights)

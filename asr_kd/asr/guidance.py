@@ -22,10 +22,18 @@ Example
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor
+
+from asr_kd.asr.data import encode_transcripts
+from asr_kd.asr.inference import System
+from asr_kd.io import write_atomic
+
+log = logging.getLogger(__name__)
 
 IGNORE = -100
 
@@ -105,3 +113,21 @@ def spike_overlap(a: Tensor, b: Tensor, mask: Tensor | None = None, blank: int =
     if not spike_a.any():
         return float("nan")
     return float((spike_b[spike_a]).float().mean())
+
+
+def compute_spikes(ctx) -> None:
+    """Stage ``spikes``: teacher 0's forced spikes on every training utterance, in
+    ``EXP/guidance/spikes.pt`` (``{id: (frames,) long}``; -100 where it emits nothing)."""
+    exp = ctx.exp
+    tokens = encode_transcripts(exp.texts("train"), exp.tokenizer().encode)
+    spikes: dict[str, Tensor] = {}
+    system = System([exp.load("teacher-0", device=ctx.device)])
+    for ids, lp, n in system.batches(exp.feats("train"), device=ctx.device):
+        targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(tokens[i]) for i in ids], batch_first=True)
+        lengths = torch.tensor([len(tokens[i]) for i in ids])
+        s = forced_spikes(lp.cpu(), n.cpu(), targets, lengths)
+        for b, utt in enumerate(ids):
+            spikes[utt] = s[b, : int(n[b])].clone()
+    aligned = sum(int((s >= 0).any()) for s in spikes.values())
+    log.info(f"  forced spikes for {aligned} of {len(spikes)} training utterances")
+    write_atomic(exp.spikes_file, lambda tmp: torch.save(spikes, tmp))

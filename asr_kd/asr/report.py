@@ -14,12 +14,17 @@ Example
 from __future__ import annotations
 
 import json
+import logging
+import os
 import platform
 import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from asr_kd.io import write_atomic
+from asr_kd.asr.context import Context
+from asr_kd.io import read_json, write_atomic, write_json, write_text
+
+log = logging.getLogger(__name__)
 
 
 def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Sequence[str], ensemble: str,
@@ -48,13 +53,13 @@ def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Seque
     return out
 
 
-def _stage_walls(exp: Path) -> tuple[dict[str, float], float]:
+def _stage_walls(stages: Path) -> tuple[dict[str, float], float]:
     """Each stage's own wall time, and the time during which at least one stage ran (the
     union of their intervals: less than the sum when models trained in parallel, and without
     the pauses of a run that was stopped and resumed later)."""
     walls, spans = {}, []
-    for marker in sorted((exp / "stages").glob("*.done")):
-        m = json.loads(marker.read_text())
+    for marker in sorted(stages.glob("*.done")):
+        m = read_json(marker)
         walls[marker.stem.split("-", 1)[1]] = m["wall_s"]
         spans.append((m["finished"] - m["wall_s"], m["finished"]))
     return walls, busy_seconds(spans)
@@ -83,29 +88,24 @@ def _relative(path: str, exp: Path) -> str:
         return Path(path).name
 
 
-def _history(exp: Path, name: str) -> dict[str, Any]:
-    p = exp / "models" / name / "history.json"
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def _plots(recipe, names: Sequence[str], scores: Mapping[str, Any]) -> list[str]:
+def _plots(ctx: Context, names: Sequence[str], scores: Mapping[str, Any]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = recipe.exp / "plots"
+    out = ctx.exp.plots
     out.mkdir(parents=True, exist_ok=True)
     made = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
-        h = _history(recipe.exp, name)
+        h = ctx.exp.history(name)
         if not h:
             continue
         epochs = sorted(int(e) for e in h)
         style = "-" if name.startswith("teacher") or name.startswith("guided") else "--"
         axes[0].plot(epochs, [h[str(e)]["train_loss"] for e in epochs], style, label=name)
-        axes[1].plot(epochs, [h[str(e)]["valid_wer"] for e in epochs], style, label=name)
+        axes[1].plot(epochs, [100 * h[str(e)]["valid_wer"] for e in epochs], style, label=name)
     axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss (each model's own objective)")
     axes[1].set(xlabel="epoch", ylabel="valid WER (%)", title="validation WER (greedy)")
     axes[1].legend(fontsize=7)
@@ -113,16 +113,17 @@ def _plots(recipe, names: Sequence[str], scores: Mapping[str, Any]) -> list[str]
     _save(fig, out / "training_curves.png")
     made.append("plots/training_curves.png")
 
-    kd_t = float(recipe.cfg["students"]["kd"]["temperature"])
+    kd_t = float(ctx.settings.students.kd.temperature)
     points = {kd_t: scores["student-kd"]["wer"]} if "student-kd" in scores else {}
-    for name, s in scores.items():
-        if name.startswith("student-kd-T"):
-            points[float(name[len("student-kd-T"):])] = s["wer"]
+    for t in ctx.settings.students.temperatures:  # the temperature sweep's students
+        name = f"student-kd-T{t:g}"
+        if name in scores:
+            points[float(t)] = scores[name]["wer"]
     if len(points) > 1:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ts = sorted(points)
         ax.plot(ts, [100 * points[t] for t in ts], "o-", label="distilled student")
-        for ref, style in (("student-scratch", ":"), (recipe.main_ensemble(), "--")):
+        for ref, style in (("student-scratch", ":"), (ctx.plan.main_ensemble, "--")):
             if ref in scores:
                 ax.axhline(100 * scores[ref]["wer"], linestyle=style, color="grey", label=ref)
         ax.set(xscale="log", xlabel="temperature T", ylabel="test WER (%)", title="student WER vs temperature")
@@ -137,39 +138,38 @@ def _plots(recipe, names: Sequence[str], scores: Mapping[str, Any]) -> list[str]
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
-def write_report(recipe) -> dict:
+def write_report(ctx: Context) -> dict:
     """Write ``results.json``, ``RESULTS.md`` and ``plots/`` in the experiment folder."""
     import torch
 
-    exp: Path = recipe.exp
-    scores = json.loads((exp / "score" / "scores.json").read_text())
-    summary = recipe.summary()
-    walls, elapsed = _stage_walls(exp)
-    command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").exists() else "asr-kd run ..."
+    layout = ctx.exp
+    exp = layout.root
+    scores = layout.scores()
+    summary = layout.summary()
+    walls, elapsed = _stage_walls(layout.stages)
+    command = layout.command_file.read_text().strip() if layout.command_file.exists() else "asr-kd run ..."
     rows = []
-    for name, members in recipe.model_rows():
+    for name, members in ctx.plan.rows():
         s = scores[name]
-        infos = [recipe._bundle_info(m) for m in members]
-        hist = _history(exp, name) if len(members) == 1 else {}
+        infos = [layout.info(m) for m in members]
+        hist = layout.history(name) if len(members) == 1 else {}
         rows.append({
             "system": name, "members": members, "parameters": s["parameters"],
             "wer": s["wer"], "cer": s["cer"], "frame_agreement": s.get("frame_agreement"), "rtf": s["rtf"],
             "rtf_batched": s.get("rtf_batched"), "beam_wer": s.get("beam_wer"), "beam_cer": s.get("beam_cer"),
-            "valid_wer": infos[0]["valid_wer"] / 100 if len(members) == 1 else None,
+            "valid_wer": infos[0]["valid_wer"] if len(members) == 1 else None,
             "best_epoch": infos[0]["best_epoch"] if len(members) == 1 else None,
             "epochs": infos[0]["train"]["epochs"] if len(members) == 1 else None,
             "train_seconds": walls.get(name) if len(members) == 1 else None, "history_epochs": len(hist),
         })
     by_name = {r["system"]: r for r in rows}
     targets = {}
-    for ens, members in recipe.ensembles().items():
+    for ens, members in ctx.plan.ensembles.items():
         student = "student-kd-guided" if ens == "ensemble-guided" else "student-kd"
-        same_size = "student-kd-x1" if ens == recipe.main_ensemble() else None
+        same_size = "student-kd-x1" if ens == ctx.plan.main_ensemble else None
         targets[ens] = summarise_targets(scores, members, ens, student=student, same_size=same_size)
         beamed = {k: {"wer": v["beam_wer"]} for k, v in scores.items() if v.get("beam_wer") is not None}
         if all(m in beamed for m in [*members, ens]):
@@ -183,21 +183,22 @@ def write_report(recipe) -> dict:
                     batched = by_name[s]["rtf_batched"]
                     targets[ens][f"{s}_batched_speedup_vs_teacher"] = teacher["rtf_batched"] / batched
                     targets[ens][f"{s}_batched_speedup_vs_ensemble"] = by_name[ens]["rtf_batched"] / batched
-    plots = _plots(recipe, [r["system"] for r in rows if len(r["members"]) == 1], scores)
+    plots = _plots(ctx, [r["system"] for r in rows if len(r["members"]) == 1], scores)
+    cfg = ctx.settings.to_dict()
     result = {
-        "preset": recipe.cfg.get("preset"), "command": command, "device": recipe.device,
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores visible, torch {torch.__version__}",
-        "threads": recipe.cfg["threads"], "wall_seconds": round(elapsed, 1),
-        "rtf_batch": recipe.cfg["score"].get("rtf_batch"), "beam": recipe.cfg["score"].get("beam"),
+        "preset": ctx.raw.get("preset"), "command": command, "device": ctx.device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}",
+        "threads": cfg["threads"], "wall_seconds": round(elapsed, 1),
+        "rtf_batch": cfg["score"].get("rtf_batch"), "beam": cfg["score"].get("beam"),
         "stage_seconds_sum": round(sum(walls.values()), 1), "stage_seconds": walls,
         "corpus": {split: {**v, "manifest": _relative(v["manifest"], exp)} for split, v in summary["splits"].items()}, "tokenizer": summary["tokenizer"], "num_classes": summary["num_classes"],
-        "config": {k: recipe.cfg.get(k) for k in ("model", "train", "teachers", "ensemble", "students",
-                                                  "specaugment", "parallel")},
+        "config": {k: cfg.get(k) for k in ("model", "train", "teachers", "ensemble", "students",
+                                           "specaugment", "parallel")},
         "rows": rows, "targets": targets, "plots": plots,
     }
-    write_atomic(exp / "results.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-    write_atomic(exp / "RESULTS.md", lambda tmp: tmp.write_text(render_markdown(result), encoding="utf-8"))
-    recipe.log(f"  wrote {exp / 'RESULTS.md'} and results.json")
+    write_json(layout.results_file, result)
+    write_text(layout.results_md, render_markdown(result))
+    log.info(f"  wrote {layout.results_md} and results.json")
     return result
 
 

@@ -1,5 +1,6 @@
-"""Training one CTC model with :class:`~asr_kd.asr.brain.CTCBrain`, and the saved model bundle.
+"""Training one CTC model with :class:`~asr_kd.asr.brain.CTCBrain`; it leaves as a model bundle.
 
+:func:`train_spec` trains a recipe's model from its spec on the experiment's stored features;
 :func:`train_ctc` trains a teacher or a student in ``out_dir``: SpeechBrain checkpoints
 (atomic, the latest and the best by validation WER kept) under ``out_dir/ckpt``, the
 per-epoch history in ``history.json``, and finally the best model as a self-contained
@@ -10,7 +11,7 @@ the same random numbers (seeded per epoch), so it ends where an uninterrupted ru
 
 Example
 -------
->>> cfg = TrainConfig(epochs=10, lr=1e-3, warmup=0.1)
+>>> cfg = TrainSettings(epochs=10, lr=1e-3, warmup=0.1)
 >>> lr = lr_schedule(cfg, steps_per_epoch=10)
 >>> round(lr(1, 1), 6), round(lr(2, 1), 6), round(lr(10, 10), 8)
 (0.0001, 0.001, 0.0)
@@ -18,45 +19,32 @@ Example
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
 from asr_kd.asr.checkpoint import AtomicCheckpointer
-from asr_kd.asr.data import BucketBatchSampler, FeatureNorm
-from asr_kd.io import write_atomic
-from asr_kd.errors import UserError
-from asr_kd.data.features import GlobalCMVN, SpecAugmentConfig
+from asr_kd.asr.data import BucketBatchSampler, encode_transcripts, make_dataset
+from asr_kd.asr.settings import TrainSettings
+from asr_kd.data.features import FeatureNorm, GlobalCMVN, SpecAugmentConfig
+from asr_kd.io import read_json, write_json
 from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel, count_parameters
+from asr_kd.models.bundle import save_bundle
+
+if TYPE_CHECKING:
+    from asr_kd.asr.context import Context
+    from asr_kd.asr.specs import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation settings (AdamW, linear warm-up then cosine decay to 0)."""
-
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup: float = 0.1  #: share of all steps spent warming up
-    max_grad_norm: float = 5.0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-
-def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int, int], float]:
+def lr_schedule(cfg: TrainSettings, steps_per_epoch: int) -> Callable[[int, int], float]:
     """``(epoch, step) -> lr``: linear warm-up over ``cfg.warmup`` of all steps, then cosine to 0."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = max(1, int(cfg.warmup * total))
@@ -70,108 +58,7 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int, int], 
     return lr_at
 
 
-# ----------------------------------------------------------------------------- bundles
-
-
-def save_bundle(path: str | os.PathLike, model: CTCAcousticModel, cmvn: GlobalCMVN, info: Mapping[str, Any],
-                tokenizer_dir: str | os.PathLike | None = None) -> None:
-    """Write a self-contained model file (atomically): config, weights, normalisation, the
-    tokenizer's files (so the bundle decodes to text anywhere) and ``info``."""
-    files = {}
-    if tokenizer_dir is not None:
-        files = {p.name: p.read_bytes() for p in Path(tokenizer_dir).iterdir() if p.name.startswith("tokenizer")}
-    bundle = {
-        "config": model.cfg.to_dict(),
-        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "cmvn": {"mean": cmvn.mean.cpu(), "std": cmvn.std.cpu()},
-        "tokenizer_files": files,
-        "info": dict(info),
-    }
-    write_atomic(path, lambda tmp: torch.save(bundle, tmp))
-
-
-@dataclass
-class LoadedModel:
-    """A model bundle loaded for inference."""
-
-    model: CTCAcousticModel
-    norm: FeatureNorm
-    info: dict
-    tokenizer_files: dict
-
-    def tokenizer(self):
-        """The tokenizer the model was trained with (from the bundle's own copy)."""
-        import tempfile
-
-        from asr_kd.data.tokenizer import load_tokenizer
-
-        if not self.tokenizer_files:
-            raise ValueError("this model bundle holds no tokenizer")
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in self.tokenizer_files.items():
-                (Path(tmp) / name).write_bytes(data)
-            return load_tokenizer(tmp)
-
-    @property
-    def parameters(self) -> int:
-        return count_parameters(self.model)
-
-    def to(self, device: str | torch.device) -> "LoadedModel":
-        self.model.to(device)
-        self.norm.to(device)
-        return self
-
-    @torch.no_grad()
-    def log_probs(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw log-Mel features -> ``(B, T, classes)`` log-probabilities and output frame counts."""
-        self.model.eval()
-        x = self.norm(feats, frames, augment=False)
-        logits, n = self.model(x, frames.to(x.device))
-        return logits.log_softmax(-1), n
-
-
-class BundleError(UserError):
-    """A path that does not hold a usable model bundle; the message names it and the fix."""
-
-
-def load_bundle(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Load a ``model.pt`` bundle (or a folder holding one).
-
-    Raises:
-        BundleError: no bundle there, or the file is not one (another file, truncated, or
-            written by an incompatible version).
-    """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.pt"
-    if not p.exists():
-        raise BundleError(f"{p}: no trained model here; train it with `asr-kd run CONFIG` first")
-    try:
-        bundle = torch.load(p, map_location="cpu", weights_only=False)
-        config = AcousticConfig(**bundle["config"])
-        state, cmvn_state = bundle["state"], bundle["cmvn"]
-    except Exception as err:  # noqa: BLE001 - unpickling fails in many ways on a wrong file
-        raise BundleError(f"{p}: not a model bundle of asr-kd ({type(err).__name__}: {err}); give the model.pt "
-                          "written by `asr-kd run` (models/NAME/model.pt) or its folder") from None
-    model = CTCAcousticModel(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise BundleError(f"{p}: its weights do not fit its architecture; the file is damaged, train it again "
-                          f"({str(err).splitlines()[0]})") from None
-    bundle["cmvn"] = cmvn_state
-    cmvn = GlobalCMVN(len(bundle["cmvn"]["mean"]))
-    cmvn.mean.copy_(bundle["cmvn"]["mean"])
-    cmvn.std.copy_(bundle["cmvn"]["std"])
-    return LoadedModel(model, FeatureNorm(cmvn, augment=None), dict(bundle["info"]),
-                       dict(bundle.get("tokenizer_files", {}))).to(device)
-
-
 # ----------------------------------------------------------------------------- training
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
 
 
 def train_ctc(
@@ -181,7 +68,7 @@ def train_ctc(
     train_lengths: list[int],
     valid_set,
     cmvn: GlobalCMVN,
-    cfg: TrainConfig,
+    cfg: TrainSettings,
     seed: int,
     info: Mapping[str, Any],
     detokenize: Callable,
@@ -189,7 +76,6 @@ def train_ctc(
     augment: SpecAugmentConfig | None = SpecAugmentConfig(),
     device: str = "cpu",
     progress: bool = True,
-    log: Callable[[str], None] = print,
     **hparams: Any,
 ) -> Path:
     """Train one CTC model in ``out_dir`` (resumably) and return the path of its ``model.pt``.
@@ -206,7 +92,7 @@ def train_ctc(
     out = Path(out_dir)
     bundle_path = out / "model.pt"
     if bundle_path.exists():
-        log(f"{out.name}: trained already ({bundle_path}), skipped")
+        log.info(f"{out.name}: trained already ({bundle_path}), skipped")
         return bundle_path
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -216,19 +102,19 @@ def train_ctc(
     ckpt = AtomicCheckpointer(out / "ckpt", recoverables={"model": model, "counter": counter})
     sampler = BucketBatchSampler(train_lengths, cfg.batch_size, seed=seed)
     history_path = out / "history.json"
-    history: dict[str, Any] = json.loads(history_path.read_text()) if history_path.exists() else {}
+    history: dict[str, Any] = read_json(history_path) if history_path.exists() else {}
 
     def record(epoch: int, stats: dict) -> None:
         history[str(epoch)] = {**stats, "seconds": round(time.time() - started, 1)}
-        _write_json(history_path, history)
+        write_json(history_path, history)
 
-    log(f"{out.name}: {count_parameters(model):,} parameters, {cfg.epochs} epochs, "
+    log.info(f"{out.name}: {count_parameters(model):,} parameters, {cfg.epochs} epochs, "
         f"{len(sampler)} batches per epoch, seed {seed}")
     brain = CTCBrain(
         modules={"model": model, "frontend": norm},
         opt_class=lambda params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         hparams={"detokenize": detokenize, "seed": seed, "lr_at": lr_schedule(cfg, len(sampler)),
-                 "history": record, "log": lambda m: log(f"{out.name} {m}"), **hparams},
+                 "history": record, "name": out.name, **hparams},
         run_opts={"device": device, "noprogressbar": not progress, "max_grad_norm": cfg.max_grad_norm},
         checkpointer=ckpt,
     )
@@ -250,5 +136,24 @@ def train_ctc(
         **info, "best_epoch": int(best.meta.get("epoch", 0)), "valid_wer": float(best.meta["WER"]),
         "parameters": count_parameters(model), "train": asdict(cfg), "seed": seed,
     }, tokenizer_dir=tokenizer_dir)
-    log(f"{out.name}: best epoch {best.meta.get('epoch')} (valid WER {best.meta['WER']:.2f}) -> {bundle_path}")
+    log.info(f"{out.name}: best epoch {best.meta.get('epoch')} (valid WER {100 * best.meta['WER']:.2f}) -> {bundle_path}")
     return bundle_path
+
+
+def train_spec(ctx: Context, spec: ModelSpec, texts: Mapping[str, str] | None = None, **hparams: Any) -> Path:
+    """Train ``spec`` on the run's training features (transcripts ``texts``, default the
+    training set's), selecting the epoch on the validation set; returns its bundle's path."""
+    exp = ctx.exp
+    tok = exp.tokenizer()
+    train_tokens = encode_transcripts(texts if texts is not None else exp.texts("train"), tok.encode)
+    valid_tokens = encode_transcripts(exp.texts("valid"), tok.encode, "validation transcript", skip=log.warning)
+    feats, vfeats = exp.feats("train"), exp.feats("valid")
+    augment = ctx.settings.specaugment
+    return train_ctc(
+        exp.model_dir(spec.name), ctx.architecture(spec), make_dataset(feats, train_tokens),
+        [len(feats[i]) for i in train_tokens], make_dataset(vfeats, valid_tokens), exp.cmvn(), spec.train,
+        spec.seed, info={"name": spec.name, "fingerprint": ctx.fingerprint()},
+        detokenize=lambda ids: tok.decode([int(i) for i in ids]), tokenizer_dir=exp.tokenizer_dir,
+        augment=SpecAugmentConfig(**augment.to_dict()) if augment is not None else None,
+        device=ctx.device, progress=ctx.settings.progress, **hparams,
+    )

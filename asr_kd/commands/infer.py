@@ -3,22 +3,26 @@
 MODEL is a trained model bundle (``model.pt``, or the folder holding it, e.g.
 ``recipes/synth_en/exp/demo/models/student-kd``); it carries its architecture,
 weights, feature normalisation and tokenizer, so it runs on any manifest or audio file.
-Several MODELs separated by commas decode as an ensemble (mean of frame posteriors).
+An ensemble is an experiment's ensemble folder (``exp/demo/ensembles/ensemble``: decoded with
+its configured combination method and weights) or several MODELs separated by commas
+(``--method`` / ``--weights`` combine them; default: arithmetic mean of frame posteriors).
+Both go through :mod:`asr_kd.asr.inference`, the path the recipe's score stage takes.
 
 Example
 -------
     asr-kd evaluate recipes/synth_en/exp/demo/models/student-kd data/test.csv --out scores/
     asr-kd transcribe recipes/synth_en/exp/demo/models/student-kd a.wav b.flac
     asr-kd evaluate MODEL data/test.csv --beam 32 --lm-text data/train.csv   # words + 3-gram LM of train
+    asr-kd evaluate recipes/synth_en/exp/demo/ensembles/ensemble data/test.csv
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from asr_kd.errors import UserError
+from asr_kd.io import write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,49 +41,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from asr_kd.asr.settings import ENSEMBLE_METHODS, BeamSettings
+
+    d = BeamSettings()
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e = p.add_argument_group("ensemble (several comma-separated models)")
+    e.add_argument("--method", choices=ENSEMBLE_METHODS, default=None,
+                   help="combination of the members' posteriors (default: the ensemble folder's, else arithmetic)")
+    e.add_argument("--weights", default=None, help="comma-separated member weights (default: equal)")
     b = p.add_argument_group("beam search (default: greedy)")
     b.add_argument("--beam", type=int, default=0, help="beam size (torchaudio ctc_decoder); 0: greedy")
     b.add_argument("--lm-text", default=None,
                    help="manifest (CSV/JSONL) or text file (one transcript per line): its words become the "
-                        "lexicon and its 3-gram LM scores the hypotheses")
+                        "lexicon and its n-gram LM (--lm-order) scores the hypotheses")
     b.add_argument("--lexicon", default=None, help="lexicon file (word, then its tokens) instead of --lm-text's")
     b.add_argument("--lm", default=None, help="KenLM binary or ARPA file instead of --lm-text's")
-    b.add_argument("--lm-weight", type=float, default=0.5)
-    b.add_argument("--word-score", type=float, default=0.0)
+    b.add_argument("--lm-order", type=int, default=d.lm_order, help=f"n of --lm-text's n-gram LM (default {d.lm_order})")
+    b.add_argument("--lm-weight", type=float, default=d.lm_weight, help=f"default {d.lm_weight}")
+    b.add_argument("--word-score", type=float, default=d.word_score, help=f"default {d.word_score}")
 
 
-def _beam(args: argparse.Namespace, tokenizer):
+def _decoder(args: argparse.Namespace, tokenizer):
     """The decoding function of the options: greedy, or beam search with an optional lexicon and LM."""
     import tempfile
 
-    from asr_kd.asr.decode import BeamDecoder, greedy_decode
-    from asr_kd.asr.lm import decoder_tokens, write_arpa, write_lexicon
+    from asr_kd.asr.inference import make_decoder, write_lm
+    from asr_kd.asr.settings import BeamSettings
 
-    if not args.beam:
-        if args.lm_text or args.lexicon or args.lm:
-            raise UserError("--lm-text, --lexicon and --lm need --beam N (e.g. --beam 32)")
-        return lambda lp, n: [tokenizer.decode(h) for h in greedy_decode(lp, n)]
+    if not args.beam and (args.lm_text or args.lexicon or args.lm):
+        raise UserError("--lm-text, --lexicon and --lm need --beam N (e.g. --beam 32)")
     lexicon, lm = args.lexicon, args.lm
-    if args.lm_text:
-        texts = _texts(args.lm_text)
-        folder = Path(tempfile.mkdtemp(prefix="asr-kd-lm-"))
-        if lexicon is None:
-            lexicon = str(folder / "lexicon.txt")
-            write_lexicon(texts, tokenizer, lexicon)
-        if lm is None:
-            lm = str(folder / "lm.arpa")
-            write_arpa(texts, lm, order=3)
-    for path in (lexicon, lm):
-        if path and not Path(path).exists():
-            raise UserError(f"no such file: {path}")
-    decoder = BeamDecoder(decoder_tokens(tokenizer), beam_size=args.beam, lexicon=lexicon, lm=lm,
-                          lm_weight=args.lm_weight, word_score=args.word_score)
-    if lexicon:
-        return decoder.words
-    return lambda lp, n: [tokenizer.decode(h) for h in decoder(lp, n)]
+    if args.beam and args.lm_text:
+        made_lexicon, made_lm = write_lm(_texts(args.lm_text), tokenizer, tempfile.mkdtemp(prefix="asr-kd-lm-"),
+                                         args.lm_order if lm is None else 0)
+        lexicon = lexicon or made_lexicon
+        lm = lm or made_lm
+    beam = BeamSettings(size=args.beam, lm_weight=args.lm_weight, word_score=args.word_score)
+    return make_decoder(tokenizer, beam, lexicon=lexicon, lm=lm)
 
 
 def _texts(path: str) -> list[str]:
@@ -99,41 +99,26 @@ def _texts(path: str) -> list[str]:
     return texts
 
 
-def _load(spec: str, device: str):
-    from asr_kd.asr.train import load_bundle
+def _load(args: argparse.Namespace):
+    from asr_kd.asr.inference import load_system
 
-    models = []
-    for path in spec.split(","):
-        models.append(load_bundle(path, device=device))  # BundleError names a wrong path
-    base = models[0].info.get("fingerprint", {})
-    for path, m in zip(spec.split(","), models):
-        if m.info.get("fingerprint", {}) != base:
-            raise UserError(f"{path}: made with another front end or tokenizer than {spec.split(',')[0]}; "
-                            "an ensemble needs models of one recipe")
-    return models
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise UserError(f"--weights {args.weights!r}: give numbers separated by commas, e.g. 0.6,0.4") from None
+    return load_system(args.model, device=args.device, method=args.method, weights=weights)
 
 
-def _decode(models, paths, batch_size: int, device: str, args: argparse.Namespace) -> list[str]:
-    import torch
-
+def _decode(system, paths, args: argparse.Namespace) -> list[str]:
     from asr_kd.asr.data import load_wavs_features
-    from asr_kd.asr.recipe import Normalised
-    from asr_kd.data.features import FeatureConfig
-    from asr_kd.distill import combine
 
-    feats_cfg = models[0].info.get("fingerprint", {}).get("features", {})
-    config = FeatureConfig(**{k: v for k, v in feats_cfg.items() if k != "features"})
-    decode = _beam(args, models[0].tokenizer())
-    nets = [Normalised(m) for m in models]
+    decode = _decoder(args, system.tokenizer())
     texts = []
-    for start in range(0, len(paths), batch_size):
-        x, n = load_wavs_features(paths[start : start + batch_size], config)
-        x, n = x.to(device), n.to(device)
-        with torch.no_grad():
-            outs = [net(x, n) for net in nets]
-            out_n = outs[0][1]
-            mask = torch.arange(outs[0][0].shape[1], device=x.device)[None, :] < out_n[:, None]
-            lp = outs[0][0] if len(outs) == 1 else combine([o[0] for o in outs], mask=mask)
+    for start in range(0, len(paths), args.batch_size):
+        x, n = load_wavs_features(paths[start : start + args.batch_size], system.feature_config())
+        lp, out_n = system.log_probs(x.to(args.device), n.to(args.device))
         texts += decode(lp, out_n)
     return texts
 
@@ -146,12 +131,12 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = _load(args.model, args.device)
+    system = _load(args)
     try:
         entries = load_manifest(args.manifest, skip_bad=args.skip_bad_rows)
     except ManifestError as err:
         raise UserError(str(err)) from None
-    hyps = _decode(models, [e.wav for e in entries], args.batch_size, args.device, args)
+    hyps = _decode(system, [e.wav for e in entries], args)
     refs = {e.id: e.wrd for e in entries}
     hyp_map = {e.id: h for e, h in zip(entries, hyps)}
     if args.out:
@@ -160,7 +145,7 @@ def evaluate(args: argparse.Namespace) -> int:
             raise UserError(f"--out {out}: a file, not a folder; give a folder for the trn files and scores.json")
         out.mkdir(parents=True, exist_ok=True)
         result = score_system(out, "model", refs, hyp_map)
-        (out / "scores.json").write_text(json.dumps({"model": args.model, "manifest": args.manifest, **result}, indent=1))
+        write_json(out / "scores.json", {"model": args.model, "manifest": args.manifest, **result})
     else:
         result = error_rates([refs[i] for i in refs], [hyp_map[i] for i in refs])
     print(f"{args.manifest}: {result['utterances']} utterances, {result['ref_words']} words")
@@ -176,7 +161,7 @@ def transcribe(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = _load(args.model, args.device)
+    system = _load(args)
     missing = [a for a in args.audio if not Path(a).exists()]
     if missing:
         raise UserError(f"no such audio file: {missing[0]}")
@@ -186,7 +171,7 @@ def transcribe(args: argparse.Namespace) -> int:
         except AudioError as err:
             raise UserError(f"{err}; give WAV, FLAC, OGG or MP3 files that hold speech") from None
     try:
-        texts = _decode(models, args.audio, args.batch_size, args.device, args)
+        texts = _decode(system, args.audio, args)
     except (AudioError, RuntimeError) as err:
         raise UserError(f"could not read the audio: {err}") from None
     for path, text in zip(args.audio, texts):

@@ -16,11 +16,12 @@ Example
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 import time
 
-from asr_kd.errors import UserError
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-stage", default=None, help="last stage to run (number or name; default: the last)")
     p.add_argument("--teacher", type=int, default=None, help="train only teacher I (after prepare)")
     p.add_argument("--list", action="store_true", help="list the stages and what a run would do with each (done, runs again and why), then exit")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one stage for a parallel run
     p.set_defaults(func=run)
 
 
@@ -41,33 +41,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from asr_kd.asr.recipe import AsrRecipe, load_asr_config
-    from asr_kd.config import ConfigError
-    from asr_kd.data.manifest import ManifestError
-    from asr_kd.distill import CacheError
-    from asr_kd.stages import stage_status
+    from asr_kd.io import write_text
 
-    try:
-        cfg = load_asr_config(args.config, args.preset, args.set)
-        torch.set_num_threads(int(cfg["threads"]))
-        recipe = AsrRecipe(cfg, log=lambda m: print(m, flush=True))
-        if args.list:
-            stages = recipe.stages()
-            for i, stage in enumerate(stages, 1):
-                status = stage_status(stages, recipe.exp, i)
-                if status not in ("", "done", "interrupted"):
-                    status = "runs again: " + status  # and so does every stage that uses it
-                print(f"{i:2d} {stage.name:<20} {status}".rstrip())
-            return 0
-        if args.worker:  # a training stage started by a parallel run: nothing else
-            return 0 if recipe.run_stage(args.stage) else 1
-        recipe.exp.mkdir(parents=True, exist_ok=True)
-        (recipe.exp / "command.txt").write_text(
-            "asr-kd run " + " ".join(shlex.quote(a) for a in sys.argv[2:]) + "\n" if len(sys.argv) > 2
-            else f"asr-kd run {args.config}\n")
-        began = time.time()
-        print(f"experiment: {recipe.exp} (device {recipe.device}, {cfg['threads']} threads)", flush=True)
-        recipe.run(args.stage, args.stop_stage, teacher=args.teacher)
-        print(f"done in {(time.time() - began) / 60:.1f} min; results: {recipe.exp / 'RESULTS.md'}", flush=True)
-    except (ConfigError, ManifestError, CacheError) as err:
-        raise UserError(str(err)) from None
+    cfg = load_asr_config(args.config, args.preset, args.set)
+    torch.set_num_threads(int(cfg["threads"]))
+    recipe = AsrRecipe(cfg)
+    if args.list:
+        for i, (name, status) in enumerate(recipe.status(), 1):
+            if status not in ("", "done", "interrupted"):
+                status = "runs again: " + status  # and so does every stage that uses it
+            print(f"{i:2d} {name:<20} {status}".rstrip())
+        return 0
+    command = "asr-kd run " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \
+        else f"asr-kd run {args.config}"
+    write_text(recipe.ctx.exp.command_file, command + "\n")
+    began = time.time()
+    log.info(f"experiment: {recipe.exp} (device {recipe.ctx.device}, {cfg['threads']} threads)")
+    recipe.run(args.stage, args.stop_stage, teacher=args.teacher)
+    log.info(f"done in {(time.time() - began) / 60:.1f} min; results: {recipe.ctx.exp.results_md}")
     return 0

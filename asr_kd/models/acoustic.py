@@ -1,30 +1,34 @@
-"""CTC acoustic models: one family for teachers and students, scaled by width.
+"""CTC acoustic models: subsampling front end + encoder (from the registry) + output layer.
 
-Two stride-2 convolutions subsample 10 ms feature frames to 40 ms, a
-bidirectional LSTM encodes them, and a linear layer scores blank + tokens per
-frame. A student is the same model with every hidden width halved
-(:meth:`AcousticConfig.scaled`), the paper's "about half the neurons"; it sees
-the same frames, so frame ``t`` of a teacher is frame ``t`` of the student.
+One family for teachers and students: a student is a teacher's config scaled in width
+(:meth:`AcousticConfig.scaled`). Every model of a recipe shares the front end
+(:mod:`asr_kd.models.frontend`), so frame ``t`` of a teacher is frame ``t`` of a student;
+the encoder is chosen by name (:mod:`asr_kd.models.encoders`, ``blstm`` first).
 
 Example
 -------
 >>> import torch
 >>> teacher_cfg = AcousticConfig(num_classes=30, hidden=64, conv_channels=16)
 >>> student_cfg = teacher_cfg.scaled(0.5)
->>> student_cfg.hidden, student_cfg.conv_channels
-(32, 8)
+>>> student_cfg.hidden, student_cfg.conv_channels, student_cfg.encoder
+(32, 8, 'blstm')
 >>> model = CTCAcousticModel(student_cfg)
 >>> logits, lengths = model(torch.randn(2, 101, 80), torch.tensor([101, 60]))
->>> logits.shape, lengths.tolist()
-(torch.Size([2, 26, 30]), [26, 15])
+>>> logits.shape, lengths.tolist(), model.subsampling
+(torch.Size([2, 26, 30]), [26, 15], 4)
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
 
-import torch
 from torch import Tensor, nn
+
+from asr_kd.models.encoders import encoder_config
+from asr_kd.models.frontend import CONVS, ConvSubsampling, subsampled_lengths
+
+__all__ = ["AcousticConfig", "CTCAcousticModel", "count_parameters", "subsampled_lengths"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,9 @@ class AcousticConfig:
         num_classes: output classes, blank (index 0) included.
         n_mels: input feature dimension.
         conv_channels: channels of the two subsampling convolutions.
-        hidden: LSTM units per direction.
-        layers: LSTM layers.
-        dropout: dropout between LSTM layers and before the output layer.
+        hidden, layers, dropout: the encoder's widths and depth (as its config reads them;
+            dropout also before the output layer).
+        encoder: a name of :data:`asr_kd.models.encoders.ENCODERS`.
     """
 
     num_classes: int
@@ -46,74 +50,59 @@ class AcousticConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.1
+    encoder: str = "blstm"
 
-    def scaled(self, factor: float) -> "AcousticConfig":
+    @property
+    def subsampling(self) -> int:
+        """Feature frames per output frame (the front end's factor)."""
+        return 2**CONVS
+
+    def encoder_settings(self) -> Any:
+        return encoder_config(self.encoder, hidden=self.hidden, layers=self.layers, dropout=self.dropout)
+
+    def scaled(self, factor: float) -> AcousticConfig:
         """The same architecture with every hidden width times ``factor``."""
-        return replace(
-            self,
-            conv_channels=max(1, round(self.conv_channels * factor)),
-            hidden=max(1, round(self.hidden * factor)),
-        )
+        enc = asdict(self.encoder_settings().scaled(factor))
+        return replace(self, conv_channels=max(1, round(self.conv_channels * factor)),
+                       **{k: v for k, v in enc.items() if k in {f.name for f in fields(self)}})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def subsampled_lengths(lengths: Tensor, convs: int = 2) -> Tensor:
-    """Frames after ``convs`` (kernel 3, stride 2, padding 1) convolutions: ceil(n / 2^convs)."""
-    for _ in range(convs):
-        lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
-    return lengths
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AcousticConfig:
+        """A stored config; one saved before encoders had names is a ``blstm``."""
+        return cls(**d)
 
 
 class CTCAcousticModel(nn.Module):
-    """Conv subsampling (x4) -> BiLSTM -> linear over blank + tokens."""
+    """Conv subsampling (x4) -> encoder -> linear over blank + tokens."""
 
     def __init__(self, cfg: AcousticConfig):
         super().__init__()
         self.cfg = cfg
-        c = cfg.conv_channels
-        self.subsample = nn.ModuleList(
-            [
-                nn.Sequential(nn.Conv2d(1, c, kernel_size=3, stride=2, padding=1), nn.ReLU()),
-                nn.Sequential(nn.Conv2d(c, c, kernel_size=3, stride=2, padding=1), nn.ReLU()),
-            ]
-        )
-        freq = subsampled_lengths(torch.tensor(cfg.n_mels)).item()
-        self.encoder = nn.LSTM(
-            c * freq,
-            cfg.hidden,
-            num_layers=cfg.layers,
-            batch_first=True,
-            bidirectional=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-        )
+        self.subsample = ConvSubsampling(cfg.n_mels, cfg.conv_channels)
+        self.encoder = cfg.encoder_settings().build(self.subsample.out_dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.output = nn.Linear(2 * cfg.hidden, cfg.num_classes)
+        self.output = nn.Linear(self.encoder.out_dim, cfg.num_classes)
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
+
+    @property
+    def subsampling(self) -> int:
+        """Feature frames per output frame."""
+        return int(self.subsample.factor)
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``feats`` (batch, frames, n_mels), ``lengths`` (batch,) in frames ->
         logits (batch, frames / 4, classes) and output lengths."""
-        x = feats.unsqueeze(1)  # (B, 1, T, F)
-        n = lengths
-        for conv in self.subsample:
-            # Zero what lies past each item's end, so padding never reaches its last frames.
-            x = x * _frame_mask(n.to(x.device), x.shape[2]).to(x.dtype)[:, None, :, None]
-            x = conv(x)
-            n = subsampled_lengths(n, convs=1)
-        b, c, t, f = x.shape
-        x = x.permute(0, 2, 1, 3).reshape(b, t, c * f)
-        out_lengths = n.clamp(max=t)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, out_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        enc, _ = self.encoder(packed)
-        enc, _ = nn.utils.rnn.pad_packed_sequence(enc, batch_first=True, total_length=t)
-        return self.output(self.dropout(enc)), out_lengths
+        x, out_lengths = self.subsample(feats, lengths)
+        return self.output(self.dropout(self.encoder(x, out_lengths))), out_lengths
 
 
-def _frame_mask(lengths: Tensor, frames: int) -> Tensor:
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+def _rename_legacy_keys(state: dict, prefix: str, *args: Any) -> None:
+    """Weights saved before the front end was its own module (``subsample.0.0.weight``) load too."""
+    for key in [k for k in state if k.startswith(prefix + "subsample.") and not k.startswith(prefix + "subsample.convs.")]:
+        state[prefix + "subsample.convs." + key[len(prefix + "subsample."):]] = state.pop(key)
 
 
 def count_parameters(model: nn.Module) -> int:

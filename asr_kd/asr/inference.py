@@ -1,0 +1,194 @@
+"""One inference path: a model or an ensemble to log-posteriors, and the decoder factory.
+
+The recipe's ensemble and score stages and the CLI's ``evaluate`` / ``transcribe`` all go
+through here, so an ensemble decodes the same way everywhere, with its combination method
+and weights. A :class:`System` is one bundle or several; :func:`load_system` reads
+comma-separated bundles or an ensemble folder of an experiment (``ensemble.json``, written
+by the ensemble stage). :func:`make_decoder` builds greedy or beam decoding (lexicon, n-gram
+LM) from :class:`~asr_kd.asr.settings.BeamSettings`, whose defaults are the toolkit's.
+
+Example
+-------
+>>> import torch
+>>> from asr_kd.data.features import GlobalCMVN, FeatureNorm
+>>> from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel
+>>> from asr_kd.models.bundle import LoadedModel
+>>> torch.manual_seed(0) and None
+>>> members = [LoadedModel(CTCAcousticModel(AcousticConfig(num_classes=6, n_mels=8, hidden=4, conv_channels=2)),
+...                        FeatureNorm(GlobalCMVN(8), augment=None), {}, {}) for _ in range(2)]
+>>> geo = System(members, method="geometric")
+>>> lp, n = geo.log_probs(torch.randn(2, 40, 8), torch.tensor([40, 20]))
+>>> lp.shape, n.tolist(), bool(torch.allclose(lp.exp().sum(-1), torch.ones(2, 10)))
+(torch.Size([2, 10, 6]), [10, 5], True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from asr_kd.asr.data import padded_batches
+from asr_kd.asr.decode import BeamDecoder, greedy_decode
+from asr_kd.asr.settings import BeamSettings
+from asr_kd.distill import combine
+from asr_kd.errors import UserError
+from asr_kd.io import read_json, write_json
+from asr_kd.models.bundle import LoadedModel, load_bundle
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[Tensor, Tensor], list[str]]
+
+
+@torch.no_grad()
+def ensemble_log_probs(
+    members: Sequence[nn.Module],
+    feats: Tensor,
+    lengths: Tensor,
+    method: str = "arithmetic",
+    weights: Sequence[float] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Members' combined ``(batch, frames, classes)`` log-probabilities and frame counts.
+
+    Every member must produce the same frames (one front end, one subsampling).
+    """
+    outputs, out_lengths = [], None
+    for i, model in enumerate(members):
+        model.eval()
+        logits, n = model(feats, lengths)
+        if out_lengths is not None and not torch.equal(n, out_lengths):
+            raise ValueError(f"ensemble member {i} produced other frame counts than member 0")
+        outputs.append(logits)
+        out_lengths = n
+    out_lengths = out_lengths.to(feats.device)
+    mask = torch.arange(outputs[0].shape[1], device=feats.device)[None, :] < out_lengths[:, None]
+    return combine(outputs, method=method, weights=weights, mask=mask), out_lengths
+
+
+class _Member(nn.Module):
+    """A loaded bundle as ``(raw feats, frames) -> (log-probs, out frames)``."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        super().__init__()
+        self.loaded = loaded
+
+    def forward(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        return self.loaded.log_probs(feats, frames)
+
+
+@dataclass
+class System:
+    """One model, or an ensemble of models of one recipe, that maps features to log-posteriors."""
+
+    members: list[LoadedModel]
+    method: str = "arithmetic"
+    weights: Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        self._nets = [_Member(m) for m in self.members]
+
+    @torch.no_grad()
+    def log_probs(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw log-Mel features ``(B, T, D)`` -> ``(B, T / 4, classes)`` log-posteriors and frames."""
+        if len(self._nets) == 1:
+            return self._nets[0](feats, frames)
+        return ensemble_log_probs(self._nets, feats, frames, method=self.method, weights=self.weights)
+
+    def batches(self, feats: Mapping[str, Tensor], ids: Sequence[str] | None = None, batch_size: int = 32,
+                device: str = "cpu") -> Iterator[tuple[list[str], Tensor, Tensor]]:
+        """``(ids, log_probs, frames)`` over stored features, in length-sorted batches."""
+        for chunk, x, n in padded_batches(feats, list(feats) if ids is None else list(ids), batch_size):
+            lp, out_n = self.log_probs(x.to(device), n.to(device))
+            yield chunk, lp, out_n
+
+    @property
+    def parameters(self) -> int:
+        return sum(m.parameters for m in self.members)
+
+    def tokenizer(self):
+        return self.members[0].tokenizer()
+
+    def feature_config(self):
+        """The front end the members were trained with (their bundles' fingerprint)."""
+        from asr_kd.data.features import FeatureConfig
+
+        stored = self.members[0].info.get("fingerprint", {}).get("features", {})
+        return FeatureConfig(**{k: v for k, v in stored.items() if k != "features"})
+
+
+def write_ensemble(folder: str | os.PathLike, members: Sequence[str | os.PathLike], method: str,
+                   weights: Sequence[float] | None) -> None:
+    """Describe an ensemble in ``folder/ensemble.json`` (member bundles relative to the folder)."""
+    folder = Path(folder)
+    rel = [os.path.relpath(Path(m), folder) for m in members]
+    write_json(folder / "ensemble.json", {"members": rel, "method": method,
+                                          "weights": list(weights) if weights is not None else None})
+
+
+def load_system(spec: str | os.PathLike, device: str = "cpu", method: str | None = None,
+                weights: Sequence[float] | None = None) -> System:
+    """A bundle, comma-separated bundles (an ensemble), or an ensemble folder (``ensemble.json``).
+
+    ``method`` / ``weights`` combine comma-separated bundles (default arithmetic, equal); an
+    ensemble folder brings its own, which they may override.
+    """
+    spec = str(spec)
+    described = Path(spec) / "ensemble.json"
+    if "," not in spec and described.exists():
+        d = read_json(described)
+        paths = [str((Path(spec) / m).resolve()) for m in d["members"]]
+        method = method or d["method"]
+        weights = weights if weights is not None else d.get("weights")
+    else:
+        paths = spec.split(",")
+    method = method or "arithmetic"
+    if weights is not None and len(weights) != len(paths):
+        raise UserError(f"{len(weights)} ensemble weights for {len(paths)} models; give one weight per model")
+    models = [load_bundle(p, device=device) for p in paths]  # BundleError names a wrong path
+    base = models[0].info.get("fingerprint", {})
+    for path, m in zip(paths, models):
+        if m.info.get("fingerprint", {}) != base:
+            raise UserError(f"{path}: made with another front end or tokenizer than {paths[0]}; "
+                            "an ensemble needs models of one recipe")
+    return System(models, method=method, weights=weights)
+
+
+def write_lm(texts: Sequence[str], tokenizer, folder: str | os.PathLike, lm_order: int) -> tuple[str, str | None]:
+    """A lexicon of the words of ``texts`` and their ``lm_order``-gram LM (0: none) in ``folder``."""
+    from asr_kd.asr.lm import write_arpa, write_lexicon
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lexicon = folder / "lexicon.txt"
+    words = write_lexicon(texts, tokenizer, lexicon)
+    lm = None
+    if lm_order > 0:
+        write_arpa(texts, folder / "lm.arpa", order=lm_order)
+        lm = str(folder / "lm.arpa")
+    log.info(f"  beam search: {words} words in the lexicon, "
+             + (f"{lm_order}-gram LM" if lm else "no LM") + " from the training transcripts")
+    return str(lexicon), lm
+
+
+def make_decoder(tokenizer, beam: BeamSettings = BeamSettings(size=0), lexicon: str | None = None,
+                 lm: str | None = None) -> Decoder:
+    """``(log_probs, frames) -> texts``: greedy when ``beam.size`` is 0, else beam search
+    (torchaudio's ctc_decoder) restricted to ``lexicon``'s words and scored by ``lm`` when given."""
+    if not beam.size:
+        return lambda lp, n: [tokenizer.decode(h) for h in greedy_decode(lp, n)]
+    from asr_kd.asr.lm import decoder_tokens
+
+    for path in (lexicon, lm):
+        if path and not Path(path).exists():
+            raise UserError(f"no such file: {path}")
+    decoder = BeamDecoder(decoder_tokens(tokenizer), beam_size=int(beam.size), lexicon=lexicon, lm=lm,
+                          lm_weight=float(beam.lm_weight), word_score=float(beam.word_score))
+    if lexicon:
+        return decoder.words
+    return lambda lp, n: [tokenizer.decode(h) for h in decoder(lp, n)]

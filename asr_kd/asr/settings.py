@@ -1,0 +1,274 @@
+"""The ASR recipe's config as typed sections, each with its defaults in one place.
+
+A recipe YAML (``base`` + preset + ``--set`` overrides, :mod:`asr_kd.config`) becomes one
+:class:`AsrSettings`: every section is a frozen dataclass whose field defaults are the
+defaults of the toolkit (``recipes/synth_en/config.yaml``'s ``base`` spells them out, and a
+test keeps the two equal). Unknown keys and values of the wrong kind are refused with the
+key and the fix; keys a user's config leaves out take their defaults.
+
+Stage fingerprints are the sections as plain data (:meth:`Section.to_dict`), passed through
+:func:`stable` so that a setting added later, at the default that means the old behaviour,
+leaves the fingerprints of finished stages unchanged (list it in :data:`ADDED_DEFAULTS`).
+
+Example
+-------
+>>> s = AsrSettings.from_dict({"train": {"epochs": 3}, "students": {"kd": {"temperature": 2}}})
+>>> s.train.epochs, s.train.lr, s.students.kd.temperature, s.score.beam.lm_weight
+(3, 0.005, 2, 0.5)
+>>> AsrSettings.from_dict({"train": {"epoch": 3}})
+Traceback (most recent call last):
+asr_kd.config.ConfigError: unknown key 'train.epoch'; known here: ['batch_size', 'epochs', 'lr', 'max_grad_norm', 'warmup', 'weight_decay']
+>>> stable({"model": {"hidden": 128, "encoder": "blstm"}})
+{'model': {'hidden': 128}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping, TypeVar
+
+from asr_kd.config import ConfigError, check_value
+from asr_kd.io import drop_defaults
+
+GUIDANCE = ("none", "guided", "both")
+STUDENT_VARIANTS = ("scratch", "kd", "kd-guided", "sequence")
+CORPUS_KINDS = ("synth", "manifests", "librispeech", "commonvoice", "folder")
+DEVICES = ("cpu", "cuda", "auto")
+ENSEMBLE_METHODS = ("arithmetic", "geometric")
+
+#: Settings added after experiments were first run, at the value meaning the old behaviour,
+#: keyed as they appear in stage fingerprints. Such a value is left out of a fingerprint.
+ADDED_DEFAULTS: dict[str, Any] = {
+    "corpus": {"synth": {"extra_voices": False}},  # false: espeak-ng voices only, the corpus before
+    "model": {"encoder": "blstm"},
+    "ensemble": {"weights": None},
+}
+
+T = TypeVar("T", bound="Section")
+
+
+def stable(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """``fingerprint`` without the added settings that are at their old default."""
+    return drop_defaults(fingerprint, ADDED_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A config section: fields with defaults; :meth:`from_dict` checks keys and kinds."""
+
+    #: fields that hold free-form mappings (any keys), e.g. per-teacher overrides
+    OPEN: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_dict(cls: type[T], d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> T:
+        d = dict(d or {})
+        known = {f.name: f for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"{where}unknown key {prefix + key!r}; known here: {sorted(known)}")
+        values = {}
+        for name, f in known.items():
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if name not in d:
+                continue
+            value = d[name]
+            if isinstance(default, Section):
+                values[name] = type(default).from_dict(value, where, f"{prefix}{name}.")
+                continue
+            check_value(prefix + name, default, value, where)
+            values[name] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SynthSettings(Section):
+    preset: str = "demo"
+    seed: int = 0
+    noise_prob: float = 0.3
+    snr_db: list = field(default_factory=lambda: [15, 30])
+    reverb_prob: float = 0.0
+    extra_voices: Any = False  #: false, or "auto"
+
+
+@dataclass(frozen=True)
+class CorpusSettings(Section):
+    OPEN = ("manifests", "splits")
+    kind: str = "synth"
+    synth: SynthSettings = field(default_factory=SynthSettings)
+    manifests: dict = field(default_factory=lambda: {"train": None, "valid": None, "test": None})
+    src: str | None = None
+    splits: dict = field(default_factory=dict)
+    skip_bad_rows: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerSettings(Section):
+    kind: str = "char"
+    vocab_size: int = 64
+
+
+@dataclass(frozen=True)
+class FeatureSettings(Section):
+    n_mels: int = 80
+
+
+@dataclass(frozen=True)
+class SpecAugmentSettings(Section):
+    freq_masks: int = 2
+    freq_width: int = 15
+    time_masks: int = 2
+    time_width: int = 25
+    max_time_ratio: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSettings(Section):
+    """The teacher's architecture (a student is it scaled); see :mod:`asr_kd.models.acoustic`."""
+
+    encoder: str = "blstm"
+    conv_channels: int = 16
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainSettings(Section):
+    """Optimisation: AdamW, linear warm-up over ``warmup`` of the steps, then cosine decay to 0."""
+
+    epochs: int = 6
+    batch_size: int = 8
+    lr: float = 0.005
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    max_grad_norm: float = 5.0
+
+
+@dataclass(frozen=True)
+class TeacherSettings(Section):
+    OPEN = ("overrides",)
+    count: int = 4
+    guidance: str = "guided"
+    guide_weight: float = 0.5
+    overrides: dict = field(default_factory=dict)
+
+    def override(self, i: int) -> dict:
+        """Teacher ``i``'s own overrides (``{model: {...}, train: {...}}``)."""
+        return dict(self.overrides.get(i) or self.overrides.get(str(i)) or {})
+
+
+@dataclass(frozen=True)
+class EnsembleSettings(Section):
+    method: str = "arithmetic"
+    top_k: int = 16
+    weights: list | None = None  #: one weight per member (None: equal)
+
+
+@dataclass(frozen=True)
+class KDSettings(Section):
+    """``w_hard * CTC + w_soft * T^2 * KL(ensemble_T || student_T)`` per frame."""
+
+    temperature: float = 1.0
+    hard_weight: float = 0.5
+    soft_weight: float = 1.0
+    soft: str = "kl"
+    blank_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class StudentSettings(Section):
+    OPEN = ("train",)
+    scale: float = 0.5
+    variants: list = field(default_factory=lambda: ["scratch", "kd", "kd-guided", "sequence"])
+    train: dict = field(default_factory=dict)
+    kd: KDSettings = field(default_factory=KDSettings)
+    temperatures: list = field(default_factory=list)
+    kd_scales: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BeamSettings(Section):
+    """Beam search over the training transcripts' words with their n-gram LM (size 0: greedy only)."""
+
+    size: int = 32
+    lm_order: int = 3
+    lm_weight: float = 0.5
+    word_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScoreSettings(Section):
+    rtf_utterances: int = 40
+    rtf_repeats: int = 3
+    rtf_batch: int = 16
+    beam: BeamSettings = field(default_factory=BeamSettings)
+
+
+@dataclass(frozen=True)
+class AsrSettings(Section):
+    """Every setting of an ASR recipe run."""
+
+    exp_dir: str = "exp/{preset}"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 2
+    parallel: int = 2
+    progress: bool = True
+    corpus: CorpusSettings = field(default_factory=CorpusSettings)
+    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    specaugment: SpecAugmentSettings | None = field(default_factory=SpecAugmentSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    teachers: TeacherSettings = field(default_factory=TeacherSettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
+    students: StudentSettings = field(default_factory=StudentSettings)
+    score: ScoreSettings = field(default_factory=ScoreSettings)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> AsrSettings:  # type: ignore[override]
+        d = dict(d or {})
+        off = "specaugment" in d and not d["specaugment"]  # {} or null: no SpecAugment
+        if off:
+            d.pop("specaugment")
+        s = super().from_dict(d, where, prefix)
+        if off:
+            s = dataclasses.replace(s, specaugment=None)
+        s.check(where)
+        return s
+
+    def check(self, where: str = "") -> None:
+        """The choices that are one of a set, and the combinations that cannot work."""
+        checks = [
+            (self.corpus.kind in CORPUS_KINDS, f"corpus.kind must be one of {CORPUS_KINDS}"),
+            (self.teachers.guidance in GUIDANCE, f"teachers.guidance must be one of {GUIDANCE}"),
+            (self.teachers.count >= 1, "teachers.count must be at least 1"),
+            (set(self.students.variants) <= set(STUDENT_VARIANTS), f"students.variants: choose from {STUDENT_VARIANTS}"),
+            (self.device in DEVICES, "device must be cpu, cuda or auto"),
+            (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
+            (self.ensemble.weights is None or len(self.ensemble.weights) == self.teachers.count,
+             "ensemble.weights: give one weight per teacher (teachers.count), or null for equal weights"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{where}{message}")
+        if self.teachers.guidance != "none" and self.teachers.count < 2:
+            raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
+        TrainSettings.from_dict(self.students.train, where, "students.train.")
+        for i, over in self.teachers.overrides.items():
+            unknown = set(over) - {"model", "train"}
+            if unknown:
+                raise ConfigError(f"{where}teachers.overrides.{i}: unknown section(s) {sorted(unknown)}; "
+                                  "a teacher overrides model and train settings only")
+            ModelSettings.from_dict(over.get("model"), where, f"teachers.overrides.{i}.model.")
+            TrainSettings.from_dict(over.get("train"), where, f"teachers.overrides.{i}.train.")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.specaugment is None:
+            out["specaugment"] = {}
+        return out

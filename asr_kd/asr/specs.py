@@ -1,0 +1,144 @@
+"""The models of a recipe run, as specs built once from the settings.
+
+A :class:`ModelSpec` says everything a training needs (role, seed, width, schedule,
+distillation settings, which ensemble teaches it) and the fingerprint its stage records;
+no code decides anything from a model's name. :func:`plan` lists the teachers (unguided and
+guided), the ensembles and the students of a config, in stage order.
+
+Example
+-------
+>>> from asr_kd.asr.settings import AsrSettings
+>>> p = plan(AsrSettings.from_dict({"teachers": {"count": 2, "guidance": "both"},
+...                                 "students": {"temperatures": [2], "kd_scales": [1.0]}}))
+>>> [t.name for t in p.teachers], p.ensembles
+(['teacher-0', 'teacher-1', 'guided-1'], {'ensemble': ['teacher-0', 'teacher-1'], 'ensemble-guided': ['teacher-0', 'guided-1']})
+>>> [(s.name, s.variant, s.ensemble, s.scale) for s in p.students][-2:]
+[('student-kd-T2', 'kd', 'ensemble', 0.5), ('student-kd-x1', 'kd', 'ensemble', 1.0)]
+>>> p.spec("student-kd-T2").kd.temperature
+2.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from asr_kd.asr.settings import AsrSettings, KDSettings, ModelSettings, TrainSettings
+from asr_kd.config import merge
+from asr_kd.models.acoustic import AcousticConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to train.
+
+    Args:
+        name: its stage and folder name.
+        role: ``teacher`` or ``student``.
+        variant: ``ctc`` (a teacher), ``scratch``, ``kd`` or ``sequence`` (students).
+        guided: a teacher trained with teacher 0's spikes.
+        ensemble: the ensemble a ``kd`` student learns from, or whose transcripts a
+            ``sequence`` student learns.
+        fingerprint: what its stage records (a change retrains it).
+    """
+
+    name: str
+    role: str
+    seed: int
+    model: ModelSettings
+    train: TrainSettings
+    variant: str = "ctc"
+    scale: float = 1.0
+    guided: bool = False
+    ensemble: str | None = None
+    kd: KDSettings | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def architecture(self, num_classes: int, n_mels: int) -> AcousticConfig:
+        m = self.model
+        cfg = AcousticConfig(num_classes=num_classes, n_mels=n_mels, conv_channels=m.conv_channels, hidden=m.hidden,
+                             layers=m.layers, dropout=m.dropout, encoder=m.encoder)
+        return cfg.scaled(self.scale) if self.scale != 1.0 else cfg
+
+
+@dataclass
+class Plan:
+    """The models and ensembles of a run, in stage order."""
+
+    teachers: list[ModelSpec]
+    ensembles: dict[str, list[str]]
+    students: list[ModelSpec]
+
+    @property
+    def main_ensemble(self) -> str:
+        return "ensemble" if "ensemble" in self.ensembles else "ensemble-guided"
+
+    def spec(self, name: str) -> ModelSpec:
+        for s in [*self.teachers, *self.students]:
+            if s.name == name:
+                return s
+        raise KeyError(f"no model {name!r} in this config; models: {[s.name for s in self.teachers + self.students]}")
+
+    def rows(self) -> list[tuple[str, list[str]]]:
+        """Every scored system: ``(name, member models)``: members, ensembles, students."""
+        rows: list[tuple[str, list[str]]] = []
+        for members in self.ensembles.values():
+            rows += [(m, [m]) for m in members if (m, [m]) not in rows]
+        rows += [(name, members) for name, members in self.ensembles.items()]
+        return rows + [(s.name, [s.name]) for s in self.students]
+
+
+def _teacher(s: AsrSettings, i: int, guided: bool) -> ModelSpec:
+    over = s.teachers.override(i)
+    model = ModelSettings.from_dict(merge(s.model.to_dict(), over.get("model") or {}))
+    train = TrainSettings.from_dict(merge(s.train.to_dict(), over.get("train") or {}))
+    fp: dict[str, Any] = {"model": s.model.to_dict(), "train": s.train.to_dict(),
+                          "specaugment": s.to_dict()["specaugment"], "seed": s.seed, "overrides": over}
+    if guided:
+        fp["guide_weight"] = s.teachers.guide_weight
+    name = f"{'guided' if guided else 'teacher'}-{i}"
+    return ModelSpec(name, "teacher", s.seed + 1000 * i, model, train, guided=guided, fingerprint=fp)
+
+
+def _student(s: AsrSettings, name: str, variant: str, ensemble: str | None, scale: float,
+             kd: KDSettings | None) -> ModelSpec:
+    train = TrainSettings.from_dict(merge(s.train.to_dict(), s.students.train))
+    fp: dict[str, Any] = {"model": s.model.to_dict(), "train": s.train.to_dict(),
+                          "specaugment": s.to_dict()["specaugment"], "seed": s.seed,
+                          "students": dict(s.students.train), "scale": scale}
+    if kd is not None:  # the configured kd section (a temperature sweep's T is in the name)
+        fp["kd"] = s.students.kd.to_dict()
+    return ModelSpec(name, "student", s.seed + 77, s.model, train, variant=variant, scale=scale,
+                     ensemble=ensemble, kd=kd, fingerprint=fp)
+
+
+def plan(s: AsrSettings) -> Plan:
+    """The teachers, ensembles and students of settings ``s``."""
+    n, guidance = s.teachers.count, s.teachers.guidance
+    unguided = n if guidance in ("none", "both") else 1
+    teachers = [_teacher(s, i, False) for i in range(unguided)]
+    if guidance in ("guided", "both"):
+        teachers += [_teacher(s, i, True) for i in range(1, n)]
+    ensembles = {}
+    if guidance in ("none", "both"):
+        ensembles["ensemble"] = [f"teacher-{i}" for i in range(n)]
+    if guidance in ("guided", "both"):
+        ensembles["ensemble-guided"] = ["teacher-0"] + [f"guided-{i}" for i in range(1, n)]
+    main = "ensemble" if "ensemble" in ensembles else "ensemble-guided"
+    scale, kd = s.students.scale, s.students.kd
+    students = []
+    for v in s.students.variants:
+        if v == "scratch":
+            students.append(_student(s, "student-scratch", "scratch", None, scale, None))
+        elif v == "sequence":
+            students.append(_student(s, "student-sequence", "sequence", main, scale, None))
+        elif v == "kd" and "ensemble" in ensembles:
+            students.append(_student(s, "student-kd", "kd", "ensemble", scale, kd))
+        elif v == "kd-guided" and "ensemble-guided" in ensembles:
+            students.append(_student(s, "student-kd-guided", "kd", "ensemble-guided", scale, kd))
+    for t in s.students.temperatures:
+        students.append(_student(s, f"student-kd-T{t:g}", "kd", main, scale, replace(kd, temperature=float(t))))
+    if any(st.name == "student-kd" for st in students):
+        for x in s.students.kd_scales:
+            students.append(_student(s, f"student-kd-x{x:g}", "kd", "ensemble", float(x), kd))
+    return Plan(teachers, ensembles, students)

@@ -1,0 +1,51 @@
+"""Stages ``student-*``: the students, from scratch and distilled from an ensemble.
+
+- ``scratch``: CTC on the transcripts (the baseline every distilled student is compared with);
+- ``kd``: ``w_hard * CTC + w_soft * T^2 * KL(ensemble_T || student_T)`` per frame, against the
+  ensemble's cached top-k posteriors looked up by utterance ID (or the MSE between logits);
+  frames whose ensemble top class is blank count ``blank_weight``;
+- ``sequence``: CTC on the ensemble's greedy transcripts of the training set.
+
+Example
+-------
+    from asr_kd.asr.students import train_student
+    train_student(ctx, ctx.plan.spec("student-kd"))    # writes EXP/models/student-kd/model.pt
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from asr_kd.asr.context import Context
+from asr_kd.asr.specs import ModelSpec
+from asr_kd.asr.train import train_spec
+from asr_kd.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def train_student(ctx: Context, spec: ModelSpec) -> Path:
+    """Train student ``spec`` as its variant says."""
+    if spec.variant == "scratch":
+        return train_spec(ctx, spec)
+    if spec.variant == "sequence":
+        assert spec.ensemble is not None
+        hyps = ctx.exp.train_hyps(spec.ensemble)
+        tok = ctx.exp.tokenizer()
+        kept = {u: h for u, h in hyps.items() if tok.encode(h)}
+        log.info(f"  {spec.name}: {len(kept)} of {len(hyps)} ensemble transcripts are non-empty and used")
+        if not kept:
+            raise UserError(f"{spec.name}: the ensemble transcribed every training utterance as empty, so there "
+                            "is nothing to train on; train the teachers longer (train.epochs) or drop "
+                            "'sequence' from students.variants")
+        return train_spec(ctx, spec, texts=kept)
+    from asr_kd.distill import DistillationLoss
+
+    kd, ensemble = spec.kd, spec.ensemble
+    assert kd is not None and ensemble is not None, f"{spec.name}: a distilled student needs kd and an ensemble"
+    loss = DistillationLoss(temperature=float(kd.temperature), hard_weight=float(kd.hard_weight),
+                            soft_weight=float(kd.soft_weight), soft=kd.soft)
+    log.info(f"  {spec.name}: {loss} (blank frames weighted {kd.blank_weight}) against {ensemble}")
+    return train_spec(ctx, spec, kd=loss, teacher_cache=ctx.ensemble_cache(ensemble),
+                      blank_weight=float(kd.blank_weight))
