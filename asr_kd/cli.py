@@ -34,13 +34,6 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-#: Error classes from the library that are the user's to fix, besides :class:`UserError`.
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from .distill.cache import CacheError
-
-    return (UserError, CacheError)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asr-kd",
@@ -48,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asr-kd {__version__}")
     loud = parser.add_mutually_exclusive_group()
-    loud.add_argument("-q", "--quiet", action="store_true", help="print warnings and results only, no progress")
-    loud.add_argument("-v", "--verbose", action="store_true", help="print debug lines too")
+    loud.add_argument("-q", "--quiet", dest="log_quiet", action="store_true", help="print warnings and results only, no progress")
+    loud.add_argument("-v", "--verbose", dest="log_verbose", action="store_true", help="print debug lines too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -62,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    logs.setup(logs.level_of(args.quiet, args.verbose))
+    logs.setup(logs.level_of(args.log_quiet, args.log_verbose))
     debug = os.environ.get("ASR_KD_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
@@ -73,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except _user_error_types() as err:
+    except UserError as err:  # every error a user can fix (config, manifest, audio, cache, bundle ...)
         if debug:
             raise
         print(f"asr-kd {args.command}: error: {err}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Library code never prints progress: it logs at INFO (progress lines), DEBUG (details) or
 WARNING (something the user should look at). The CLI (and a worker process) calls
-:func:`setup` once: one handler on the ``asr_kd`` logger, plain messages, INFO by default,
+:func:`setup` once: handlers on the ``asr_kd`` logger (progress to stdout, warnings to stderr;
+a worker's all to its log file), plain messages, INFO by default,
 ``--quiet`` for warnings only, ``--verbose`` for debug lines.
 
 Example
@@ -30,14 +31,22 @@ class _Handler(logging.StreamHandler):
 
 
 def setup(level: int = logging.INFO, stream: IO[str] | None = None, fmt: str = "%(message)s") -> None:
-    """Send the project's log lines at ``level`` and above to ``stream`` (default: stdout)."""
+    """Send the project's log lines at ``level`` and above to ``stream``; without one, progress
+    (below WARNING) goes to stdout and warnings and errors to stderr."""
     logger = logging.getLogger(ROOT)
     for handler in list(logger.handlers):
         if isinstance(handler, _Handler):
             logger.removeHandler(handler)
-    handler = _Handler(stream if stream is not None else sys.stdout)
-    handler.setFormatter(logging.Formatter(fmt))
-    logger.addHandler(handler)
+    if stream is not None:
+        routes = [(stream, None)]
+    else:
+        routes = [(sys.stdout, lambda r: r.levelno < logging.WARNING), (sys.stderr, lambda r: r.levelno >= logging.WARNING)]
+    for out, keep in routes:
+        handler = _Handler(out)
+        handler.setFormatter(logging.Formatter(fmt))
+        if keep is not None:
+            handler.addFilter(keep)
+        logger.addHandler(handler)
     logger.setLevel(level)
 
 

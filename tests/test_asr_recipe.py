@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
-from asr_kd.asr.train import load_bundle
+from asr_kd.models.bundle import load_bundle
 from asr_kd.cli import main
 from asr_kd.data.manifest import read_manifest
 from asr_kd.distill import TeacherCache
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
     overrides = [f"exp_dir={exp}", "threads=2"]
     assert main(["run", CONFIG, "--preset", "tiny", *[a for o in overrides for a in ("--set", o)]]) == 0
     cfg = load_asr_config(CONFIG, "tiny", overrides)
-    return AsrRecipe(cfg, log=lambda m: None)
+    return AsrRecipe(cfg)
 
 
 @pytest.mark.slow  # an end-to-end recipe run

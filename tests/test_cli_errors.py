@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from asr_kd.asr.recipe import default_config_path
-from asr_kd.asr.train import save_bundle
+from asr_kd.models.bundle import save_bundle
 from asr_kd.cli import main
 from asr_kd.data.features import GlobalCMVN
 from asr_kd.data.tokenizer import train_tokenizer
@@ -133,7 +133,7 @@ def test_run_refuses_wrong_types_misspelt_keys_and_wrong_paths(files, tmp_path, 
 
 
 def test_a_full_disk_mid_run_is_one_line_and_keeps_the_finished_stages(tmp_path, capsys, monkeypatch):
-    from asr_kd.asr import recipe as recipe_mod
+    from asr_kd.asr import train as train_mod
 
     args = ["run", CONFIG, "--preset", "tiny", "--set", f"exp_dir={tmp_path / 'exp'}", "--set", "threads=1"]
     assert main(args + ["--stop-stage", "prepare"]) == 0
@@ -147,7 +147,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_finished_stages(tmp_path,
     def full_disk(self, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "exp" / "models" / "x.pt"))
 
-    monkeypatch.setattr(recipe_mod.AsrRecipe, "_train", full_disk, raising=True)
+    monkeypatch.setattr(train_mod, "train_ctc", full_disk, raising=True)
     line = fails(capsys, *args, "--set", "parallel=1", "--stop-stage", "teacher-0")
     assert "No space left on device; the disk is full" in line and "x.pt" in line
     assert marker.exists()

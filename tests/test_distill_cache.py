@@ -132,6 +132,7 @@ def test_cache_killed_mid_write_is_detected_and_resumed(tmp_path):
 
 def test_resume_after_a_deleted_shard_never_overwrites(tmp_path):
     """A shard deleted (as the corrupt-shard message advises) is redone; none is overwritten."""
+
     def write(ids):
         with CacheWriter(tmp_path, num_classes=50, k=4, fingerprint=FP, shard_size=1) as w:
             for i in ids:

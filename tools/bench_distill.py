@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from benchkit import emit_report, median_seconds
 
 from asr_kd.distill import CacheWriter, TeacherCache, TopK, soft_target_loss
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
-    ce = median_seconds(
-        step(lambda: F.cross_entropy(student.view(-1, args.classes), labels.view(-1))), args.repeats
-    )
+    ce = median_seconds(step(lambda: F.cross_entropy(student.view(-1, args.classes), labels.view(-1))), args.repeats)
     dense = median_seconds(step(lambda: soft_target_loss(student, teacher, T)), args.repeats)
     sparse = median_seconds(step(lambda: soft_target_loss(student, top, T)), args.repeats)
 

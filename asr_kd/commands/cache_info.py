@@ -3,15 +3,32 @@
 Example
 -------
     asr-kd cache-info exp/synth_en/ensemble_cache
+
+The same, from Python (the lines are the command's output):
+
+>>> import argparse, tempfile, torch
+>>> from asr_kd.distill import CacheWriter
+>>> root = tempfile.mkdtemp()
+>>> with CacheWriter(root, num_classes=100, k=16, fingerprint={"n_mels": 80}) as w:
+...     w.add("utt1", torch.randn(50, 100))
+>>> run(argparse.Namespace(cache_dir=root))  # doctest: +ELLIPSIS
+cache:        ...
+complete:     yes
+items:        1 IDs, 50 frames
+targets:      top-16 of 100 classes
+size:         ... MB on disk, ... bytes/frame (...% of dense float32)
+fingerprint:  {"n_mels": 80}
+0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from asr_kd.distill import TeacherCache
 from asr_kd.errors import UserError
-from asr_kd.distill import CacheError, TeacherCache
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     if Path(args.cache_dir).is_file():
-        raise UserError(f"{args.cache_dir}: a file, not a cache folder; give the folder that holds meta.json "
-                        "and shard-*.pt (e.g. exp/demo/ensembles/ensemble/cache)")
-    try:
-        cache = TeacherCache(args.cache_dir, fingerprint=None, allow_incomplete=True)
-    except CacheError as err:
-        raise UserError(str(err)) from None
+        raise UserError(
+            f"{args.cache_dir}: a file, not a cache folder; give the folder that holds meta.json "
+            "and shard-*.pt (e.g. exp/demo/ensembles/ensemble/cache)"
+        )
+    # A CacheError (missing, unreadable, other format) is a UserError: the CLI prints it as one line.
+    cache = TeacherCache(args.cache_dir, fingerprint=None, allow_incomplete=True)
     frames = sum(cache.num_frames(i) for i in cache.ids())
     dense = 4 * cache.num_classes
     print(f"cache:        {args.cache_dir}")

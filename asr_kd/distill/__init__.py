@@ -1,4 +1,5 @@
-"""The modality-free distillation core: it imports torch only.
+"""The modality-free distillation core: it imports torch, and of this project only
+``asr_kd.errors`` and ``asr_kd.io`` (no audio, image or CLI code).
 
 Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
 
@@ -6,7 +7,8 @@ Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
 - ``targets``: dense or top-k teacher targets and how top-k drops mass.
 - ``objective``: the total loss as named weighted terms that print as a formula.
 - ``ensemble``: arithmetic / geometric mean of member distributions.
-- ``cache``: teacher outputs stored top-k per ID, sharded, fingerprinted.
+- ``cache``: teacher outputs stored top-k per ID, sharded, fingerprinted; its code is in
+  ``cache_format`` (the files on disk), ``cache_writer`` and ``cache_reader``.
 - ``hints``: intermediate-layer distillation through forward hooks.
 - ``specialists``: generalist + specialists with a dustbin class (the paper's Section 5).
 """

@@ -19,7 +19,7 @@ tensor([[0.7500, 0.2500]])
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -58,12 +58,10 @@ def combine(
     if weights is None:
         weights = [1.0] * len(members)
     if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
-            f"need {len(members)} non-negative member weights with a positive sum, got {list(weights)}"
-        )
+        raise ValueError(f"need {len(members)} non-negative member weights with a positive sum, got {list(weights)}")
     total = float(sum(weights))
     # Members with weight 0 take no part (their -inf log-probs would give 0 * -inf = NaN).
-    kept = [(m, x / total) for m, x in zip(members, weights) if x > 0]
+    kept = [(m, x / total) for m, x in zip(members, weights, strict=True) if x > 0]
     w = torch.tensor([x for _, x in kept], dtype=torch.float32, device=members[0].device)
     log_p = torch.stack([torch.log_softmax(m.float(), dim=-1) for m, _ in kept])  # (M, ..., C)
     w = w.view(-1, *([1] * (log_p.dim() - 1)))

@@ -28,7 +28,8 @@ Example
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +51,7 @@ def _first_tensor(output, module: nn.Module) -> Tensor:
     while isinstance(output, (tuple, list)) and not isinstance(output, nn.utils.rnn.PackedSequence):
         output = output[0]
     if isinstance(output, nn.utils.rnn.PackedSequence):  # an RNN fed packed sequences
-        output, _ = nn.utils.rnn.pad_packed_sequence(
-            output, batch_first=getattr(module, "batch_first", False)
-        )
+        output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=getattr(module, "batch_first", False))
     if not isinstance(output, Tensor):
         raise TypeError(f"hooked module returned {type(output).__name__}, expected a tensor")
     return output
@@ -132,7 +131,7 @@ class HintLoss(nn.Module):
 
     def forward(self, mask: Tensor | None = None) -> Tensor:
         """Mean over the pairs of each pair's loss; clears the captured features."""
-        total = sum(self.pair_loss(i, mask) for i in range(len(self.pairs))) / len(self.pairs)
+        total = cast(Tensor, sum(self.pair_loss(i, mask) for i in range(len(self.pairs))) / len(self.pairs))
         self._student_feats.clear()
         self._teacher_feats.clear()
         return total

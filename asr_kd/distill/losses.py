@@ -27,9 +27,7 @@ from torch import Tensor
 from .targets import TopK
 
 
-def masked_mean(
-    per_position: Tensor, mask: Tensor | None = None, weights: Tensor | None = None
-) -> Tensor:
+def masked_mean(per_position: Tensor, mask: Tensor | None = None, weights: Tensor | None = None) -> Tensor:
     """Mean of ``per_position`` over the positions where ``mask`` is True.
 
     With ``weights`` (non-negative, same shape), the weighted mean
@@ -101,14 +99,21 @@ class _SoftKL(torch.autograd.Function):
     CHUNK_ELEMENTS = 1 << 16
 
     @staticmethod
-    def forward(ctx, student: Tensor, teacher: Tensor | None, top_log_p: Tensor | None,
-                top_idx: Tensor | None, temperature: float) -> Tensor:
+    def forward(
+        ctx,
+        student: Tensor,
+        teacher: Tensor | None,
+        top_log_p: Tensor | None,
+        top_idx: Tensor | None,
+        temperature: float,
+    ) -> Tensor:
         classes = student.shape[-1]
         s2 = student.reshape(-1, classes)
         rows = s2.shape[0]
         if teacher is not None:
             t2 = teacher.reshape(-1, classes)
         else:
+            assert top_log_p is not None and top_idx is not None, "a dense teacher or a top-k one"
             k = top_idx.shape[-1]
             lp2, ix2 = top_log_p.reshape(-1, k), top_idx.reshape(-1, k)
         step = rows if student.is_cuda else max(1, _SoftKL.CHUNK_ELEMENTS // classes)
@@ -138,9 +143,7 @@ class _SoftKL(torch.autograd.Function):
         return factor * grad_kl.unsqueeze(-1), None, None, None, None
 
 
-def soft_target_kl(
-    student_logits: Tensor, teacher: Tensor | TopK, temperature: float = 1.0
-) -> Tensor:
+def soft_target_kl(student_logits: Tensor, teacher: Tensor | TopK, temperature: float = 1.0) -> Tensor:
     """Per-position ``KL(teacher_T || student_T)``, shape ``student_logits.shape[:-1]``.
 
     Args:
@@ -156,8 +159,7 @@ def soft_target_kl(
         return _SoftKL.apply(student, None, log_p, teacher.indices.long(), float(temperature))
     if teacher.shape != student_logits.shape:
         raise ValueError(
-            f"teacher {tuple(teacher.shape)} and student {tuple(student_logits.shape)} "
-            "outputs must have the same shape"
+            f"teacher {tuple(teacher.shape)} and student {tuple(student_logits.shape)} outputs must have the same shape"
         )
     return _SoftKL.apply(student, _as_float(teacher.detach()).to(student.dtype), None, None, float(temperature))
 
@@ -185,9 +187,7 @@ def soft_target_loss(
     0.0
     """
     if isinstance(teacher, TopK):
-        student_logits, log_probs, indices = _zero_padding(
-            mask, student_logits, teacher.log_probs, teacher.indices
-        )
+        student_logits, log_probs, indices = _zero_padding(mask, student_logits, teacher.log_probs, teacher.indices)
         teacher = TopK(log_probs, indices)
     else:
         student_logits, teacher = _zero_padding(mask, student_logits, teacher)
@@ -197,7 +197,7 @@ def soft_target_loss(
 
 def logit_matching_loss(
     student_logits: Tensor,
-    teacher_logits: Tensor,
+    teacher_logits: Tensor | TopK,
     mask: Tensor | None = None,
     weights: Tensor | None = None,
 ) -> Tensor:

@@ -20,8 +20,9 @@ loss = 0.5 * hard + 1 * soft[T^2 * KL(teacher_T || student_T), T=2]
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -82,7 +83,7 @@ class WeightedLoss:
         missing = [n for n in self.active if n not in parts]
         if missing:
             raise KeyError(f"loss terms {missing} were not computed; got {sorted(parts)}")
-        total = sum(self.weights[n] * parts[n] for n in self.active)
+        total = cast(Tensor, sum(self.weights[n] * parts[n] for n in self.active))  # active is never empty
         return LossOutput(total, {n: float(parts[n].detach()) for n in self.active})
 
 
@@ -115,15 +116,13 @@ class DistillationLoss:
         self.temperature = float(temperature)
         self.soft = soft
         label = (
-            f"T^2 * KL(teacher_T || student_T), T={self.temperature:g}"
-            if soft == "kl"
-            else "MSE of zero-meaned logits"
+            f"T^2 * KL(teacher_T || student_T), T={self.temperature:g}" if soft == "kl" else "MSE of zero-meaned logits"
         )
         weights = {"hard": hard_weight, "soft": soft_weight, **(extra_weights or {})}
         self.weighted = WeightedLoss(weights, {"soft": label})
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "DistillationLoss":
+    def from_config(cls, cfg: Mapping[str, Any]) -> DistillationLoss:
         """Build from a config mapping with keys of :meth:`__init__`; unknown keys are refused."""
         allowed = {"temperature", "hard_weight", "soft_weight", "soft", "extra_weights"}
         unknown = set(cfg) - allowed
@@ -135,12 +134,9 @@ class DistillationLoss:
         return self.weighted.formula()
 
     def soft_term(
-        self,
-        student_logits: Tensor,
-        teacher: Tensor | TopK,
-        mask: Tensor | None = None,
-        weights: Tensor | None = None,
+        self, student_logits: Tensor, teacher: Tensor | TopK, mask: Tensor | None = None, weights: Tensor | None = None
     ) -> Tensor:
+        """The soft term alone: ``T^2``-scaled KL or logit matching, a mean over the real positions."""
         if self.soft == "kl":
             return soft_target_loss(student_logits, teacher, self.temperature, mask, weights)
         return logit_matching_loss(student_logits, teacher, mask, weights)

@@ -36,15 +36,13 @@ True
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 
-def cluster_classes(
-    probs: Tensor, num_clusters: int, iterations: int = 100, seed: int = 0
-) -> list[list[int]]:
+def cluster_classes(probs: Tensor, num_clusters: int, iterations: int = 100, seed: int = 0) -> list[list[int]]:
     """Disjoint class subsets from K-means on the correlation columns of ``probs``.
 
     Args:
@@ -56,7 +54,8 @@ def cluster_classes(
     n, c = probs.shape
     if not 1 <= num_clusters <= c:
         raise ValueError(f"num_clusters must be in 1..{c} (the classes), got {num_clusters}")
-    points = torch.corrcoef(probs.detach().double().cpu().T).nan_to_num(0.0)  # small: CPU  # row j: class j vs every class
+    # Row j: class j against every class. A (C, C) matrix, small: on the CPU.
+    points = torch.corrcoef(probs.detach().double().cpu().T).nan_to_num(0.0)
     g = torch.Generator().manual_seed(seed)
     # k-means++ initialisation
     centres = [points[int(torch.randint(c, (1,), generator=g))]]

@@ -57,7 +57,7 @@ class TopK:
         return self.log_probs.shape[-1]
 
     @classmethod
-    def from_logits(cls, logits: Tensor, k: int) -> "TopK":
+    def from_logits(cls, logits: Tensor, k: int) -> TopK:
         """Keep the top ``k`` of ``log_softmax(logits)`` (logits or log-probs)."""
         x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         log_probs = torch.log_softmax(x, dim=-1)
@@ -71,7 +71,7 @@ class TopK:
         lp = lp if lp.dtype in (torch.float32, torch.float64) else lp.float()
         return torch.log_softmax(lp / temperature, dim=-1)
 
-    def to(self, device: torch.device | str) -> "TopK":
+    def to(self, device: torch.device | str) -> TopK:
         return TopK(self.log_probs.to(device), self.indices.to(device))
 
     def to_dense(self, num_classes: int, fill: float = float("-inf")) -> Tensor:

@@ -1,0 +1,134 @@
+"""The ASR recipe's shape: typed settings, stable stage fingerprints, old bundles, one inference path."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from asr_kd.asr.inference import System, load_system, write_ensemble
+from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
+from asr_kd.asr.settings import AsrSettings
+from asr_kd.cli import main
+from asr_kd.config import ConfigError
+from asr_kd.data.features import FeatureConfig, GlobalCMVN
+from asr_kd.data.tokenizer import train_tokenizer
+from asr_kd.distill import combine
+from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel
+from asr_kd.models.bundle import load_bundle, read_info, save_bundle
+
+CONFIG = default_config_path("synth_en")
+DATA = Path(__file__).parent / "data"
+
+
+def test_the_settings_defaults_are_the_reference_config():
+    base = yaml.safe_load(CONFIG.read_text())["base"]
+    assert AsrSettings().to_dict() == base  # one set of defaults: the code's, spelled out in the YAML
+    lib = yaml.safe_load(default_config_path("librispeech").read_text())["base"]
+    assert AsrSettings.from_dict(lib).to_dict() == lib
+
+
+def test_settings_refuse_unknown_keys_and_wrong_kinds_and_fill_in_missing_ones():
+    with pytest.raises(ConfigError, match="unknown key 'students.kd.temprature'"):
+        AsrSettings.from_dict({"students": {"kd": {"temprature": 2}}})
+    with pytest.raises(ConfigError, match="score.beam.size: expected a number"):
+        AsrSettings.from_dict({"score": {"beam": {"size": "big"}}})
+    with pytest.raises(ConfigError, match="ensemble.method must be one of"):
+        AsrSettings.from_dict({"ensemble": {"method": "median"}})
+    with pytest.raises(ConfigError, match="teachers.overrides.1.model.hiden"):
+        AsrSettings.from_dict({"teachers": {"overrides": {1: {"model": {"hiden": 3}}}}})
+    assert AsrSettings.from_dict({"train": {"epochs": 2}}).train.lr == AsrSettings().train.lr
+
+
+def test_stage_fingerprints_are_those_of_experiments_made_before_the_restructure():
+    # tests/data/tiny_stage_configs.json: the stage markers' configs of a tiny run made with the
+    # code before the recipe was split into stage modules; equal configs mean such experiments
+    # still list every stage as done
+    stored = json.loads((DATA / "tiny_stage_configs.json").read_text())
+    stages = AsrRecipe(load_asr_config(CONFIG, "tiny")).stages()
+    assert {s.name: json.loads(json.dumps(s.config)) for s in stages} == stored
+    # a setting added with its old default is not recorded; another value is
+    changed = AsrRecipe(load_asr_config(CONFIG, "tiny", ["ensemble.weights=[2, 1]"])).stages()
+    assert [s.config for s in changed if s.name == "ensemble"][0]["ensemble"]["weights"] == [2, 1]
+
+
+def test_specs_carry_behaviour_not_names():
+    cfg = load_asr_config(CONFIG, "tiny", ["students.temperatures=[3]"])
+    plan = AsrRecipe(cfg).ctx.plan
+    t3 = plan.spec("student-kd-T3")
+    assert (t3.variant, t3.ensemble, t3.kd.temperature, t3.scale) == ("kd", "ensemble", 3.0, 0.5)
+    assert plan.spec("student-kd-x1").scale == 1.0 and plan.spec("guided-1").guided
+    stages = AsrRecipe(cfg).stages()
+    assert [s.name for s in stages if s.parallel] == [s.name for s in plan.teachers + plan.students]
+
+
+def _bundle(path: Path, tok_dir: Path, probs: list[float], legacy: bool = False) -> None:
+    """A model whose every frame has the class distribution ``probs`` (output weights 0, bias log p)."""
+    torch.manual_seed(0)
+    model = CTCAcousticModel(AcousticConfig(num_classes=len(probs), n_mels=80, hidden=4, conv_channels=2, layers=1))
+    with torch.no_grad():
+        model.output.weight.zero_()
+        model.output.bias.copy_(torch.tensor(probs).log())
+    info = {"name": path.parent.name, "fingerprint": {"features": FeatureConfig().fingerprint()}, "valid_wer": 0.25}
+    save_bundle(path, model, GlobalCMVN(80), info, tokenizer_dir=tok_dir)
+    if legacy:  # as written before the architecture was recorded
+        b = torch.load(path, weights_only=False)
+        del b["format"], b["architecture"], b["config"]["encoder"]
+        b["state"] = {k.replace("subsample.convs.", "subsample."): v for k, v in b["state"].items()}
+        b["info"]["valid_wer"] = 25.0
+        torch.save(b, path)
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    tok = train_tokenizer(["a b", "b a"], tmp_path / "tok", kind="char")
+    a, b = tok.encode("a")[0], tok.encode("b")[0]
+    classes = tok.vocab_size
+    one = [0.01] * classes
+    one[a] = 1 - 0.01 * (classes - 1)
+    two = [1e-4] * classes
+    two[0], two[b] = 0.45, 0.55 - 1e-4 * (classes - 2)
+    _bundle(tmp_path / "m1" / "model.pt", tmp_path / "tok", one)
+    _bundle(tmp_path / "m2" / "model.pt", tmp_path / "tok", two, legacy=True)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32), 16000)
+    return tmp_path, wav
+
+
+def test_a_bundle_saved_before_the_registry_loads_and_decodes_the_same(pair):
+    root, _ = pair
+    old = load_bundle(root / "m2")
+    assert old.architecture == {"model": "CTCAcousticModel", "encoder": "blstm", "subsampling": 4}
+    assert old.info["valid_wer"] == 0.25 and read_info(root / "m2")["valid_wer"] == 0.25  # a fraction
+    assert read_info(root / "m2", stored=True)["valid_wer"] == 25.0
+
+
+def test_the_cli_decodes_an_ensemble_with_its_configured_method(pair, capsys):
+    root, wav = pair
+    members = [root / "m1" / "model.pt", root / "m2" / "model.pt"]
+    for method, heard in (("arithmetic", "a"), ("geometric", "b")):
+        write_ensemble(root / method, members, method, None)
+        assert load_system(root / method).method == method
+        assert main(["transcribe", str(root / method), str(wav)]) == 0
+        assert capsys.readouterr().out.strip().split("\t")[1] == heard, method
+    comma = f"{members[0]},{members[1]}"
+    assert main(["transcribe", comma, str(wav), "--method", "geometric"]) == 0
+    assert capsys.readouterr().out.strip().endswith("\tb")
+    assert main(["transcribe", comma, str(wav), "--weights", "1,0"]) == 0  # member 1 alone
+    assert capsys.readouterr().out.strip().endswith("\ta")
+    assert main(["transcribe", comma, str(wav), "--weights", "1"]) == 2
+    assert "2 models" in capsys.readouterr().err
+
+
+def test_an_ensemble_system_combines_like_the_core(pair):
+    root, _ = pair
+    system = load_system(f"{root / 'm1'},{root / 'm2'}", method="geometric", weights=[0.7, 0.3])
+    x, n = torch.randn(2, 60, 80), torch.tensor([60, 30])
+    lp, out_n = system.log_probs(x, n)
+    outs = [m.log_probs(x, n)[0] for m in system.members]
+    mask = torch.arange(lp.shape[1])[None, :] < out_n[:, None]
+    torch.testing.assert_close(lp, combine(outs, "geometric", [0.7, 0.3], mask=mask))
+    assert isinstance(system, System) and system.parameters == 2 * system.members[0].parameters
