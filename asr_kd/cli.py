@@ -16,7 +16,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__, logs
 from .errors import UserError, describe_os_error
@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asr-kd {__version__}")
     loud = parser.add_mutually_exclusive_group()
-    loud.add_argument("-q", "--quiet", dest="log_quiet", action="store_true", help="print warnings and results only, no progress")
+    loud.add_argument(
+        "-q", "--quiet", dest="log_quiet", action="store_true", help="print warnings and results only, no progress"
+    )
     loud.add_argument("-v", "--verbose", dest="log_verbose", action="store_true", help="print debug lines too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -74,9 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # a missing, unreadable, read-only or full path met anywhere
         if debug:
             raise
-        print(f"asr-kd {args.command}: error: {describe_os_error(err)} "
-              "(ASR_KD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"asr-kd {args.command}: error: {describe_os_error(err)} (ASR_KD_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
+
 
 if __name__ == "__main__":
     # `python -m asr_kd.cli` loads this file as __main__, a second copy of the module; run the

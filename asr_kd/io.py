@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any], fsync: bool = False) -> None:
@@ -53,8 +54,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_json(path: str | os.PathLike, data: Any, indent: int = 1, sort_keys: bool = False,
-               fsync: bool = False) -> None:
+def write_json(
+    path: str | os.PathLike, data: Any, indent: int = 1, sort_keys: bool = False, fsync: bool = False
+) -> None:
     """Write ``data`` as JSON to ``path`` atomically (values JSON cannot hold are written as text)."""
     text = json.dumps(data, indent=indent, sort_keys=sort_keys, default=str)
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)

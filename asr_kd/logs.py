@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import IO
 
 ROOT = "asr_kd"
@@ -38,9 +39,12 @@ def setup(level: int = logging.INFO, stream: IO[str] | None = None, fmt: str = "
         if isinstance(handler, _Handler):
             logger.removeHandler(handler)
     if stream is not None:
-        routes = [(stream, None)]
+        routes: list[tuple[IO[str], Callable[[logging.LogRecord], bool] | None]] = [(stream, None)]
     else:
-        routes = [(sys.stdout, lambda r: r.levelno < logging.WARNING), (sys.stderr, lambda r: r.levelno >= logging.WARNING)]
+        routes = [
+            (sys.stdout, lambda r: r.levelno < logging.WARNING),
+            (sys.stderr, lambda r: r.levelno >= logging.WARNING),
+        ]
     for out, keep in routes:
         handler = _Handler(out)
         handler.setFormatter(logging.Formatter(fmt))

@@ -33,9 +33,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from asr_kd.io import dict_diff, read_json, write_json
 

@@ -19,7 +19,7 @@ def test_every_history_gives_a_distribution(tmp_path, order):
     words = sorted({w for t in TEXTS for w in t.split()}) + [EOS, UNK]
     histories = [[], ["<s>"], ["THE"], ["SAT", "ON"], ["<s>", "A"], ["RAT", "DOG"]]  # last: never seen
     for h in histories:
-        total = sum(ngram_prob(model, h[-(order - 1):] if order > 1 else [], w) for w in words)
+        total = sum(ngram_prob(model, h[-(order - 1) :] if order > 1 else [], w) for w in words)
         assert math.isclose(total, 1.0, rel_tol=1e-4), (order, h, total)
     if order == 3:
         # seen continuations are likelier than unseen ones
@@ -51,6 +51,7 @@ def test_beam_search_with_lexicon_and_lm_gives_words_of_the_lexicon(tmp_path):
     n = torch.tensor([len(frames)])
     free = BeamDecoder(tokens, beam_size=16)
     assert tok.decode(free(lp, n)[0]) == target
-    constrained = BeamDecoder(tokens, beam_size=64, lexicon=str(tmp_path / "lexicon.txt"),
-                              lm=str(tmp_path / "lm.arpa"), lm_weight=1.0)
+    constrained = BeamDecoder(
+        tokens, beam_size=64, lexicon=str(tmp_path / "lexicon.txt"), lm=str(tmp_path / "lm.arpa"), lm_weight=1.0
+    )
     assert constrained.words(lp, n) == ["THE CAT"]

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
-from asr_kd.models.bundle import load_bundle
 from asr_kd.cli import main
 from asr_kd.data.manifest import read_manifest
 from asr_kd.distill import TeacherCache
 from asr_kd.models.acoustic import CTCAcousticModel
+from asr_kd.models.bundle import load_bundle
 
 CONFIG = str(default_config_path("synth_en"))
 
@@ -43,8 +43,18 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
     results = json.loads((tiny.exp / "results.json").read_text())
     systems = [r["system"] for r in results["rows"]]
     assert systems == [name for name, _ in tiny.model_rows()]
-    assert {"teacher-0", "teacher-1", "guided-1", "ensemble", "ensemble-guided", "student-scratch",
-            "student-kd", "student-kd-guided", "student-sequence", "student-kd-x1"} == set(systems)
+    assert {
+        "teacher-0",
+        "teacher-1",
+        "guided-1",
+        "ensemble",
+        "ensemble-guided",
+        "student-scratch",
+        "student-kd",
+        "student-kd-guided",
+        "student-sequence",
+        "student-kd-x1",
+    } == set(systems)
     for row in results["rows"]:
         assert 0 <= row["wer"] <= 5 and 0 <= row["cer"] <= 5 and row["rtf"] > 0 and row["parameters"] > 0
         assert 0 <= row["beam_wer"] <= 5 and row["rtf_batched"] > 0
@@ -67,8 +77,11 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
     assert (tiny.exp / "score" / "student-kd.hyp.trn").read_text().count("(") == 10
     # beam search only outputs words of the training transcripts
     train_words = {w for t in tiny.texts("train").values() for w in t.split()}
-    beam_words = {w for line in (tiny.exp / "score" / "student-kd.beam.hyp.trn").read_text().splitlines()
-                  for w in line.rsplit("(", 1)[0].split()}
+    beam_words = {
+        w
+        for line in (tiny.exp / "score" / "student-kd.beam.hyp.trn").read_text().splitlines()
+        for w in line.rsplit("(", 1)[0].split()
+    }
     assert beam_words <= train_words
 
 
@@ -155,8 +168,24 @@ def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
 
 
 def _run(exp: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "asr_kd", "run", CONFIG, "--preset", "tiny", "--set", f"exp_dir={exp}",
-           "--set", "threads=1", "--set", "train.epochs=6", "--stop-stage", "teacher-0", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asr_kd",
+        "run",
+        CONFIG,
+        "--preset",
+        "tiny",
+        "--set",
+        f"exp_dir={exp}",
+        "--set",
+        "threads=1",
+        "--set",
+        "train.epochs=6",
+        "--stop-stage",
+        "teacher-0",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -191,8 +220,14 @@ def test_librispeech_config_on_a_tiny_librispeech_tree(tmp_path):
     from asr_kd.data.espeak import Espeak
 
     tts = Espeak()
-    sentences = ["the cat sat on the mat", "a dog ran home", "we like green apples", "it is cold today",
-                 "she reads a book", "they walk to school"]
+    sentences = [
+        "the cat sat on the mat",
+        "a dog ran home",
+        "we like green apples",
+        "it is cold today",
+        "she reads a book",
+        "they walk to school",
+    ]
     src = tmp_path / "LibriSpeech"
     for split, spk in (("train-clean-5", "19"), ("dev-clean-2", "84"), ("test-clean-2", "61")):
         ch = src / split / spk / "198"
@@ -205,12 +240,22 @@ def test_librispeech_config_on_a_tiny_librispeech_tree(tmp_path):
             lines.append(f"{uid} {text.upper()}")
         (ch / f"{spk}-198.trans.txt").write_text("\n".join(lines) + "\n")
     config = str(default_config_path("librispeech"))
-    sets = [f"exp_dir={tmp_path / 'exp'}", f"corpus.src={src}", "corpus.splits.train=train-clean-5",
-            "corpus.splits.valid=dev-clean-2", "corpus.splits.test=test-clean-2"]
+    sets = [
+        f"exp_dir={tmp_path / 'exp'}",
+        f"corpus.src={src}",
+        "corpus.splits.train=train-clean-5",
+        "corpus.splits.valid=dev-clean-2",
+        "corpus.splits.test=test-clean-2",
+    ]
     assert main(["run", config, "--preset", "smoke", *[a for s in sets for a in ("--set", s)]]) == 0
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
-    assert [r["system"] for r in results["rows"]] == ["teacher-0", "teacher-1", "ensemble", "student-scratch",
-                                                       "student-kd"]
+    assert [r["system"] for r in results["rows"]] == [
+        "teacher-0",
+        "teacher-1",
+        "ensemble",
+        "student-scratch",
+        "student-kd",
+    ]
     assert results["corpus"]["train"]["utterances"] == 6
     # the smoke preset trains two models at a time in worker processes, each logging to its file
     assert "stage 2 teacher-0: finished" in (tmp_path / "exp" / "logs" / "teacher-0.log").read_text()

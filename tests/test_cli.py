@@ -1,19 +1,18 @@
 """The `asr-kd` command line: help, version, the demo, and honest refusals."""
 
-import pytest
 import re
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import asr_kd
 from asr_kd.cli import COMMAND_MODULES, main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "asr_kd.cli", *args], capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "asr_kd.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_every_subcommand():
@@ -75,7 +74,10 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     (tmp_path / "big.csv").write_text("\n".join(rows) + "\n")
     proc = subprocess.run(
         f"{sys.executable} -m asr_kd validate {tmp_path / 'big.csv'} | head -1",
-        shell=True, capture_output=True, text=True, timeout=120,
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "3000 error(s)" in proc.stdout
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

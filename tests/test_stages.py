@@ -75,6 +75,7 @@ def test_interrupted_stage_resumes_but_starts_over_when_its_config_changed(tmp_p
             (out / f"epoch{len(calls)}").write_text("x")
             if fail:
                 raise KeyboardInterrupt  # killed midway: no marker
+
         return run
 
     def stages(epochs, fail):
@@ -93,10 +94,14 @@ def test_interrupted_stage_resumes_but_starts_over_when_its_config_changed(tmp_p
 
 def test_a_stage_reruns_only_when_a_stage_it_depends_on_ran_again(tmp_path):
     ran = []
+
     def stages(prep):
-        return [Stage("prepare", lambda: ran.append("prepare"), {"v": prep}),
-                Stage("teacher-0", lambda: ran.append("t0"), {}, depends=["prepare"]),
-                Stage("teacher-1", lambda: ran.append("t1"), {}, depends=["prepare"])]
+        return [
+            Stage("prepare", lambda: ran.append("prepare"), {"v": prep}),
+            Stage("teacher-0", lambda: ran.append("t0"), {}, depends=["prepare"]),
+            Stage("teacher-1", lambda: ran.append("t1"), {}, depends=["prepare"]),
+        ]
+
     run_stages(stages(1), tmp_path, start=1, stop=1)
     run_stages(stages(1), tmp_path, start=3, stop=3)  # teacher 1 alone, elsewhere
     run_stages(stages(1), tmp_path)

@@ -23,7 +23,7 @@ Validation computes the loss and the greedy-decoding WER with SpeechBrain's
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import speechbrain as sb
 import torch
@@ -90,7 +90,7 @@ class CTCBrain(sb.Brain):
             loss = loss + hp.guide_weight * guided_loss(log_probs, spikes)
         if stage != sb.Stage.TRAIN:
             hyps = greedy_decode(log_probs, out_lengths)
-            refs = [tok[: int(n)].tolist() for tok, n in zip(tokens.cpu(), token_lengths.cpu())]
+            refs = [tok[: int(n)].tolist() for tok, n in zip(tokens.cpu(), token_lengths.cpu(), strict=False)]
             self.wer_metric.append(
                 batch.id,
                 [hp.detokenize(h).split() for h in hyps],
@@ -107,7 +107,7 @@ class CTCBrain(sb.Brain):
                 "for another configuration is refused"
             )
         frames = [cache.num_frames(i) for i in ids]
-        for utt, n_cached, n_out in zip(ids, frames, out_lengths.tolist()):
+        for utt, n_cached, n_out in zip(ids, frames, out_lengths.tolist(), strict=False):
             if n_cached != n_out:
                 raise RuntimeError(
                     f"utterance {utt!r}: the teacher cache has {n_cached} frames, the student "
@@ -156,12 +156,14 @@ class CTCBrain(sb.Brain):
         self.last_stats = {"loss": stage_loss, "WER": wer}
         if stage == sb.Stage.VALID:
             name = getattr(self.hparams, "name", "model")
-            log.info(f"{name} epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, "
-                     f"valid WER {100 * wer:.2f}")
+            log.info(
+                f"{name} epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, "
+                f"valid WER {100 * wer:.2f}"
+            )
             history = getattr(self.hparams, "history", None)
             if history is not None:
-                history(epoch, {"train_loss": float(self.train_loss), "valid_loss": float(stage_loss), "valid_wer": wer})
-            if self.checkpointer is not None:
-                self.checkpointer.save_and_keep_only(
-                    meta={"WER": wer, "epoch": epoch}, min_keys=["WER"], num_to_keep=1
+                history(
+                    epoch, {"train_loss": float(self.train_loss), "valid_loss": float(stage_loss), "valid_wer": wer}
                 )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(meta={"WER": wer, "epoch": epoch}, min_keys=["WER"], num_to_keep=1)

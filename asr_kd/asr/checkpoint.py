@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from pathlib import Path
 
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
 
@@ -32,6 +33,8 @@ STAGING = ".staging"
 class AtomicCheckpointer(Checkpointer):
     """A ``Checkpointer`` whose checkpoints appear only when completely written."""
 
+    checkpoints_dir: Path  # set by Checkpointer.__init__
+
     def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006
         final_parent = self.checkpoints_dir
         staging = final_parent / STAGING
@@ -39,9 +42,7 @@ class AtomicCheckpointer(Checkpointer):
         staging.mkdir(parents=True)
         self.checkpoints_dir = staging
         try:
-            ckpt = super().save_checkpoint(
-                meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
-            )
+            ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity)
         finally:
             self.checkpoints_dir = final_parent
         final = final_parent / ckpt.path.name

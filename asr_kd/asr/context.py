@@ -62,15 +62,24 @@ class Context:
     def fingerprint(self) -> dict:
         """What must match between teachers, their cached posteriors and students."""
         s = self.exp.summary()
-        return {"features": s["features"], "subsampling": self.subsampling, "num_classes": s["num_classes"],
-                "tokenizer": self.exp.tokenizer_meta(), "train_ids": digest(sorted(self.exp.texts("train")))}
+        return {
+            "features": s["features"],
+            "subsampling": self.subsampling,
+            "num_classes": s["num_classes"],
+            "tokenizer": self.exp.tokenizer_meta(),
+            "train_ids": digest(sorted(self.exp.texts("train"))),
+        }
 
     def cache_fingerprint(self, ensemble: str) -> dict:
         """The fingerprint of an ensemble's cache: the run's, its members' bundles, how they combine."""
         e = self.settings.ensemble
         members = self.plan.ensembles[ensemble]
-        out = {**self.fingerprint(), "members": {m: self.exp.info_digest(m) for m in members},
-               "method": e.method, "top_k": int(e.top_k)}
+        out = {
+            **self.fingerprint(),
+            "members": {m: self.exp.info_digest(m) for m in members},
+            "method": e.method,
+            "top_k": int(e.top_k),
+        }
         if e.weights is not None:
             out["weights"] = list(e.weights)
         return out

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from asr_kd.io import write_atomic
 from asr_kd.data.audio import collate_audio, load_audio
 from asr_kd.data.features import FeatureConfig, FrontEnd
 from asr_kd.data.manifest import Entry
+from asr_kd.io import write_atomic
 
 
 def extract_features(
@@ -66,7 +66,7 @@ def extract_features(
         chunk = [entries[i] for i in order[start : start + batch_size]]
         wavs, lengths = collate_audio([load_audio(e.wav, config.sample_rate) for e in chunk])
         out, frames = frontend(wavs, lengths)
-        for e, f, n in zip(chunk, out, frames.tolist()):
+        for e, f, n in zip(chunk, out, frames.tolist(), strict=False):
             feats[e.id] = f[:n].to(torch.float16).clone()
     feats = {i: feats[i] for i in ids}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,9 @@ def encode_transcripts(
     return out
 
 
-def load_wavs_features(paths: Sequence[str | os.PathLike], config: FeatureConfig = FeatureConfig()) -> tuple[Tensor, Tensor]:
+def load_wavs_features(
+    paths: Sequence[str | os.PathLike], config: FeatureConfig = FeatureConfig()
+) -> tuple[Tensor, Tensor]:
     """Raw log-Mel features ``(B, F, D)`` and frame counts of audio files (any rate, any channels)."""
     wavs, lengths = collate_audio([load_audio(p, config.sample_rate) for p in paths])
     return FrontEnd(config)(wavs, lengths)

@@ -14,7 +14,7 @@ Example
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -71,15 +71,19 @@ def cache_ensembles(ctx) -> None:
     tok = exp.tokenizer()
     for name, members in ctx.plan.ensembles.items():
         describe_ensemble(ctx, name)
-        writer = CacheWriter(exp.cache_dir(name), num_classes=exp.summary()["num_classes"], k=int(e.top_k),
-                             fingerprint=ctx.cache_fingerprint(name))
+        writer = CacheWriter(
+            exp.cache_dir(name),
+            num_classes=exp.summary()["num_classes"],
+            k=int(e.top_k),
+            fingerprint=ctx.cache_fingerprint(name),
+        )
         hyps_path = exp.train_hyps_file(name)
         hyps = read_json(hyps_path) if hyps_path.exists() else {}
         log.info(f"  {name}: caching top-{e.top_k} posteriors of {', '.join(members)}")
         system = System([exp.load(m, device=ctx.device) for m in members], method=e.method, weights=e.weights)
         with writer:
             for ids, lp, n in system.batches(exp.feats("train"), device=ctx.device):
-                for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n))):
+                for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n), strict=False)):
                     hyps[utt] = tok.decode(h)
                     if utt not in writer:
                         writer.add(utt, lp[b, : int(n[b])].float().cpu())
@@ -90,5 +94,6 @@ def describe_ensemble(ctx, name: str) -> None:
     """Write ``ensemble.json`` of ensemble ``name``, so ``asr-kd evaluate EXP/ensembles/NAME``
     decodes it as configured (members, combination method, weights)."""
     e = ctx.settings.ensemble
-    write_ensemble(ctx.exp.ensemble_dir(name), [ctx.exp.bundle(m) for m in ctx.plan.ensembles[name]],
-                   e.method, e.weights)
+    write_ensemble(
+        ctx.exp.ensemble_dir(name), [ctx.exp.bundle(m) for m in ctx.plan.ensembles[name]], e.method, e.weights
+    )

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +58,8 @@ def ensemble_log_probs(
 
     Every member must produce the same frames (one front end, one subsampling).
     """
-    outputs, out_lengths = [], None
+    outputs: list[Tensor] = []
+    out_lengths: Tensor | None = None
     for i, model in enumerate(members):
         model.eval()
         logits, n = model(feats, lengths)
@@ -66,6 +67,7 @@ def ensemble_log_probs(
             raise ValueError(f"ensemble member {i} produced other frame counts than member 0")
         outputs.append(logits)
         out_lengths = n
+    assert out_lengths is not None, "an ensemble needs at least one member"
     out_lengths = out_lengths.to(feats.device)
     mask = torch.arange(outputs[0].shape[1], device=feats.device)[None, :] < out_lengths[:, None]
     return combine(outputs, method=method, weights=weights, mask=mask), out_lengths
@@ -100,8 +102,9 @@ class System:
             return self._nets[0](feats, frames)
         return ensemble_log_probs(self._nets, feats, frames, method=self.method, weights=self.weights)
 
-    def batches(self, feats: Mapping[str, Tensor], ids: Sequence[str] | None = None, batch_size: int = 32,
-                device: str = "cpu") -> Iterator[tuple[list[str], Tensor, Tensor]]:
+    def batches(
+        self, feats: Mapping[str, Tensor], ids: Sequence[str] | None = None, batch_size: int = 32, device: str = "cpu"
+    ) -> Iterator[tuple[list[str], Tensor, Tensor]]:
         """``(ids, log_probs, frames)`` over stored features, in length-sorted batches."""
         for chunk, x, n in padded_batches(feats, list(feats) if ids is None else list(ids), batch_size):
             lp, out_n = self.log_probs(x.to(device), n.to(device))
@@ -122,17 +125,21 @@ class System:
         return FeatureConfig(**{k: v for k, v in stored.items() if k != "features"})
 
 
-def write_ensemble(folder: str | os.PathLike, members: Sequence[str | os.PathLike], method: str,
-                   weights: Sequence[float] | None) -> None:
+def write_ensemble(
+    folder: str | os.PathLike, members: Sequence[str | os.PathLike], method: str, weights: Sequence[float] | None
+) -> None:
     """Describe an ensemble in ``folder/ensemble.json`` (member bundles relative to the folder)."""
     folder = Path(folder)
     rel = [os.path.relpath(Path(m), folder) for m in members]
-    write_json(folder / "ensemble.json", {"members": rel, "method": method,
-                                          "weights": list(weights) if weights is not None else None})
+    write_json(
+        folder / "ensemble.json",
+        {"members": rel, "method": method, "weights": list(weights) if weights is not None else None},
+    )
 
 
-def load_system(spec: str | os.PathLike, device: str = "cpu", method: str | None = None,
-                weights: Sequence[float] | None = None) -> System:
+def load_system(
+    spec: str | os.PathLike, device: str = "cpu", method: str | None = None, weights: Sequence[float] | None = None
+) -> System:
     """A bundle, comma-separated bundles (an ensemble), or an ensemble folder (``ensemble.json``).
 
     ``method`` / ``weights`` combine comma-separated bundles (default arithmetic, equal); an
@@ -152,10 +159,12 @@ def load_system(spec: str | os.PathLike, device: str = "cpu", method: str | None
         raise UserError(f"{len(weights)} ensemble weights for {len(paths)} models; give one weight per model")
     models = [load_bundle(p, device=device) for p in paths]  # BundleError names a wrong path
     base = models[0].info.get("fingerprint", {})
-    for path, m in zip(paths, models):
+    for path, m in zip(paths, models, strict=False):
         if m.info.get("fingerprint", {}) != base:
-            raise UserError(f"{path}: made with another front end or tokenizer than {paths[0]}; "
-                            "an ensemble needs models of one recipe")
+            raise UserError(
+                f"{path}: made with another front end or tokenizer than {paths[0]}; "
+                "an ensemble needs models of one recipe"
+            )
     return System(models, method=method, weights=weights)
 
 
@@ -171,13 +180,17 @@ def write_lm(texts: Sequence[str], tokenizer, folder: str | os.PathLike, lm_orde
     if lm_order > 0:
         write_arpa(texts, folder / "lm.arpa", order=lm_order)
         lm = str(folder / "lm.arpa")
-    log.info(f"  beam search: {words} words in the lexicon, "
-             + (f"{lm_order}-gram LM" if lm else "no LM") + " from the training transcripts")
+    log.info(
+        f"  beam search: {words} words in the lexicon, "
+        + (f"{lm_order}-gram LM" if lm else "no LM")
+        + " from the training transcripts"
+    )
     return str(lexicon), lm
 
 
-def make_decoder(tokenizer, beam: BeamSettings = BeamSettings(size=0), lexicon: str | None = None,
-                 lm: str | None = None) -> Decoder:
+def make_decoder(
+    tokenizer, beam: BeamSettings = BeamSettings(size=0), lexicon: str | None = None, lm: str | None = None
+) -> Decoder:
     """``(log_probs, frames) -> texts``: greedy when ``beam.size`` is 0, else beam search
     (torchaudio's ctc_decoder) restricted to ``lexicon``'s words and scored by ``lm`` when given."""
     if not beam.size:
@@ -187,8 +200,14 @@ def make_decoder(tokenizer, beam: BeamSettings = BeamSettings(size=0), lexicon: 
     for path in (lexicon, lm):
         if path and not Path(path).exists():
             raise UserError(f"no such file: {path}")
-    decoder = BeamDecoder(decoder_tokens(tokenizer), beam_size=int(beam.size), lexicon=lexicon, lm=lm,
-                          lm_weight=float(beam.lm_weight), word_score=float(beam.word_score))
+    decoder = BeamDecoder(
+        decoder_tokens(tokenizer),
+        beam_size=int(beam.size),
+        lexicon=lexicon,
+        lm=lm,
+        lm_weight=float(beam.lm_weight),
+        word_score=float(beam.word_score),
+    )
     if lexicon:
         return decoder.words
     return lambda lp, n: [tokenizer.decode(h) for h in decoder(lp, n)]

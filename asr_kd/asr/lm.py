@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from asr_kd.io import write_atomic
 
@@ -103,7 +103,8 @@ def write_arpa(texts: Iterable[str], path: str | os.PathLike, order: int = 3) ->
     prob[1][(UNK,)] = uniform
     for n in range(2, order + 1):
         d = _discount(counts[n])
-        context, types = Counter(), Counter()
+        context: Counter[tuple[str, ...]] = Counter()
+        types: Counter[tuple[str, ...]] = Counter()
         for g, c in counts[n].items():
             context[g[:-1]] += c
             types[g[:-1]] += 1

@@ -35,13 +35,18 @@ def prepare(ctx: Context) -> None:
     s, exp = ctx.settings, ctx.exp
     manifests = corpus_manifests(ctx)
     entries = {split: load_manifest(manifests[split], skip_bad=s.corpus.skip_bad_rows) for split in SPLITS}
-    tok = train_tokenizer([e.wrd for e in entries["train"]], exp.tokenizer_dir, kind=s.tokenizer.kind,
-                          vocab_size=int(s.tokenizer.vocab_size))
+    tok = train_tokenizer(
+        [e.wrd for e in entries["train"]],
+        exp.tokenizer_dir,
+        kind=s.tokenizer.kind,
+        vocab_size=int(s.tokenizer.vocab_size),
+    )
     feature_cfg = FeatureConfig(n_mels=int(s.features.n_mels))
     summary: dict = {"splits": {}, "tokenizer": s.tokenizer.to_dict(), "num_classes": tok.vocab_size}
     for split, rows in entries.items():
-        feats = extract_features(rows, exp.feats_file(split), feature_cfg, desc=f"features {split}",
-                                 progress=s.progress)
+        feats = extract_features(
+            rows, exp.feats_file(split), feature_cfg, desc=f"features {split}", progress=s.progress
+        )
         exp.write_texts(split, {e.id: e.wrd for e in rows})
         frames = sum(len(f) for f in feats.values())
         hours = round(frames * feature_cfg.hop / feature_cfg.sample_rate / 3600, 3)
@@ -61,32 +66,48 @@ def corpus_manifests(ctx: Context) -> dict[str, Path]:
         paths = {split: corpus.manifests.get(split) for split in SPLITS}
         missing = [split for split, p in paths.items() if not p]
         if missing:
-            raise ConfigError(f"corpus.kind is manifests but corpus.manifests.{missing[0]} is not set; "
-                              f"e.g. --set corpus.manifests.{missing[0]}=path/to/{missing[0]}.csv")
+            raise ConfigError(
+                f"corpus.kind is manifests but corpus.manifests.{missing[0]} is not set; "
+                f"e.g. --set corpus.manifests.{missing[0]}=path/to/{missing[0]}.csv"
+            )
         return {split: Path(str(p)) for split, p in paths.items()}
     out = ctx.exp.corpus
     if kind == "synth":
         from asr_kd.data.synth import synthesize_corpus
 
         sy = corpus.synth
-        return synthesize_corpus(out, preset=sy.preset, seed=int(sy.seed), noise_prob=float(sy.noise_prob),
-                                 snr_db=tuple(sy.snr_db), reverb_prob=float(sy.reverb_prob),
-                                 extra_voices=sy.extra_voices, jobs=int(ctx.settings.threads),
-                                 progress=ctx.settings.progress)
+        return synthesize_corpus(
+            out,
+            preset=sy.preset,
+            seed=int(sy.seed),
+            noise_prob=float(sy.noise_prob),
+            snr_db=tuple(sy.snr_db),
+            reverb_prob=float(sy.reverb_prob),
+            extra_voices=sy.extra_voices,
+            jobs=int(ctx.settings.threads),
+            progress=ctx.settings.progress,
+        )
     src = corpus.src
     if not src or not Path(src).exists():
-        raise ConfigError(f"corpus.kind is {kind} but corpus.src ({src!r}) is not an existing folder; "
-                          f"set it with --set corpus.src=/path/to/the/corpus")
+        raise ConfigError(
+            f"corpus.kind is {kind} but corpus.src ({src!r}) is not an existing folder; "
+            f"set it with --set corpus.src=/path/to/the/corpus"
+        )
     from asr_kd.data import prepare as prep
 
-    fn = {"librispeech": prep.prepare_librispeech, "commonvoice": prep.prepare_commonvoice,
-          "folder": prep.prepare_folder}[kind]
+    fn = {
+        "librispeech": prep.prepare_librispeech,
+        "commonvoice": prep.prepare_commonvoice,
+        "folder": prep.prepare_folder,
+    }[kind]
     made = fn(Path(src), out)
     result = {}
     for split in SPLITS:
         name = corpus.splits.get(split, split)
         if name not in made:
-            raise ConfigError(f"the {kind} corpus in {src} has no split {name!r} (found: {sorted(made)}); "
-                              f"map it with --set corpus.splits.{split}=<one of those>")
+            raise ConfigError(
+                f"the {kind} corpus in {src} has no split {name!r} (found: {sorted(made)}); "
+                f"map it with --set corpus.splits.{split}=<one of those>"
+            )
         result[split] = made[name]
     return result

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from asr_kd.asr.context import Context
 from asr_kd.asr.ensemble import cache_ensembles
@@ -61,8 +63,9 @@ class AsrRecipe:
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = dict(cfg)
-        settings = AsrSettings.from_dict({k: v for k, v in cfg.items()
-                                          if k not in ("preset", "overrides", "config_path")})
+        settings = AsrSettings.from_dict(
+            {k: v for k, v in cfg.items() if k not in ("preset", "overrides", "config_path")}
+        )
         base = Path(cfg["config_path"]).resolve().parent
         exp = Path(settings.exp_dir.format(preset=cfg.get("preset") or "base"))
         self.ctx = Context(settings, Experiment(exp if exp.is_absolute() else base / exp), raw=self.cfg)
@@ -71,24 +74,66 @@ class AsrRecipe:
     def stages(self) -> list[Stage]:
         ctx, s, exp, p = self.ctx, self.ctx.settings, self.ctx.exp, self.ctx.plan
         cfg = s.to_dict()
-        stages = [Stage("prepare", lambda: prepare(ctx), stable({k: cfg[k] for k in ("corpus", "tokenizer", "features")}),
-                        outputs=[exp.data])]
+        stages = [
+            Stage(
+                "prepare",
+                lambda: prepare(ctx),
+                stable({k: cfg[k] for k in ("corpus", "tokenizer", "features")}),
+                outputs=[exp.data],
+            )
+        ]
         for spec in p.teachers:
             if spec.guided and "spikes" not in [st.name for st in stages]:
-                stages.append(Stage("spikes", lambda: compute_spikes(ctx), {}, depends=["prepare", "teacher-0"],
-                                    outputs=[exp.guidance]))
-            stages.append(Stage(spec.name, lambda spec=spec: train_teacher(ctx, spec), stable(spec.fingerprint),
-                                depends=["prepare", "spikes"] if spec.guided else ["prepare"],
-                                outputs=[exp.model_dir(spec.name)], parallel=True))
+                stages.append(
+                    Stage(
+                        "spikes",
+                        lambda: compute_spikes(ctx),
+                        {},
+                        depends=["prepare", "teacher-0"],
+                        outputs=[exp.guidance],
+                    )
+                )
+            stages.append(
+                Stage(
+                    spec.name,
+                    partial(train_teacher, ctx, spec),
+                    stable(spec.fingerprint),
+                    depends=["prepare", "spikes"] if spec.guided else ["prepare"],
+                    outputs=[exp.model_dir(spec.name)],
+                    parallel=True,
+                )
+            )
         teachers = [st.name for st in stages[1:]]
-        stages.append(Stage("ensemble", lambda: cache_ensembles(ctx), stable({"ensemble": cfg["ensemble"]}),
-                            depends=["prepare", *teachers], outputs=[exp.ensembles]))
+        stages.append(
+            Stage(
+                "ensemble",
+                lambda: cache_ensembles(ctx),
+                stable({"ensemble": cfg["ensemble"]}),
+                depends=["prepare", *teachers],
+                outputs=[exp.ensembles],
+            )
+        )
         for spec in p.students:
-            stages.append(Stage(spec.name, lambda spec=spec: train_student(ctx, spec), stable(spec.fingerprint),
-                                depends=["prepare", "ensemble"], outputs=[exp.model_dir(spec.name)], parallel=True))
+            stages.append(
+                Stage(
+                    spec.name,
+                    partial(train_student, ctx, spec),
+                    stable(spec.fingerprint),
+                    depends=["prepare", "ensemble"],
+                    outputs=[exp.model_dir(spec.name)],
+                    parallel=True,
+                )
+            )
         models = [st.name for st in stages if st.name not in ("prepare", "ensemble")]
-        stages.append(Stage("score", lambda: score_systems(ctx), {"score": cfg["score"]},
-                            depends=["prepare", "ensemble", *models], outputs=[exp.score_dir]))
+        stages.append(
+            Stage(
+                "score",
+                lambda: score_systems(ctx),
+                {"score": cfg["score"]},
+                depends=["prepare", "ensemble", *models],
+                outputs=[exp.score_dir],
+            )
+        )
         stages.append(Stage("report", lambda: write_report(ctx), {}, depends=["score"]))
         return stages
 
@@ -120,8 +165,7 @@ class AsrRecipe:
                 end += 1
             todo = [st.name for i, st in enumerate(stages[k - 1 : end], k) if not is_done(stages, self.exp, i)]
             if end > k and todo:
-                train_in_workers(run_one_stage, self.cfg, todo, jobs, int(self.ctx.settings.threads),
-                                 self.ctx.exp.logs)
+                train_in_workers(run_one_stage, self.cfg, todo, jobs, int(self.ctx.settings.threads), self.ctx.exp.logs)
             ran += run_stages(stages, self.exp, k, end)
             k = end + 1
         return ran

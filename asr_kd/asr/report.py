@@ -13,13 +13,13 @@ Example
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from asr_kd.asr.context import Context
 from asr_kd.io import read_json, write_atomic, write_json, write_text
@@ -27,9 +27,14 @@ from asr_kd.io import read_json, write_atomic, write_json, write_text
 log = logging.getLogger(__name__)
 
 
-def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Sequence[str], ensemble: str,
-                      student: str = "student-kd", scratch: str = "student-scratch",
-                      same_size: str | None = None) -> dict[str, Any]:
+def summarise_targets(
+    scores: Mapping[str, Mapping[str, float]],
+    teachers: Sequence[str],
+    ensemble: str,
+    student: str = "student-kd",
+    scratch: str = "student-scratch",
+    same_size: str | None = None,
+) -> dict[str, Any]:
     """The issue's targets as numbers: ensemble gain, share of it recovered, student vs mean teacher.
 
     ``same_size`` names a distilled student as wide as a member (the paper's setting): its
@@ -37,8 +42,10 @@ def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Seque
     """
     wers = [scores[t]["wer"] for t in teachers]
     mean_teacher = statistics.fmean(wers)
-    out: dict[str, Any] = {"mean_teacher_wer": mean_teacher,
-                           "teacher_wer_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0}
+    out: dict[str, Any] = {
+        "mean_teacher_wer": mean_teacher,
+        "teacher_wer_sd": statistics.stdev(wers) if len(wers) > 1 else 0.0,
+    }
     ens = scores[ensemble]["wer"]
     out["ensemble_wer"] = ens
     out["ensemble_relative_reduction"] = (mean_teacher - ens) / mean_teacher if mean_teacher else 0.0
@@ -46,10 +53,12 @@ def summarise_targets(scores: Mapping[str, Mapping[str, float]], teachers: Seque
         gap = scores[scratch]["wer"] - ens
         out["recovered"] = round((scores[scratch]["wer"] - scores[student]["wer"]) / gap, 4) if gap else None
         out["student_le_mean_teacher"] = scores[student]["wer"] <= mean_teacher
-    if same_size in scores:  # a student as wide as a member: the members are its "from scratch"
+    # a student as wide as a member: the members are its "from scratch"
+    if same_size is not None and same_size in scores:
         gap = mean_teacher - ens
-        out[f"{same_size}_recovered_of_mean_teacher_gap"] = \
+        out[f"{same_size}_recovered_of_mean_teacher_gap"] = (
             round((mean_teacher - scores[same_size]["wer"]) / gap, 4) if gap else None
+        )
     return out
 
 
@@ -71,7 +80,8 @@ def busy_seconds(spans: Sequence[tuple[float, float]]) -> float:
     >>> busy_seconds([(0, 10), (5, 20), (100, 110)])
     30
     """
-    total, end = 0, None
+    total: float = 0
+    end: float | None = None
     for a, b in sorted(spans):
         if end is None or a > end:
             total, end = total + (b - a), b
@@ -156,15 +166,25 @@ def write_report(ctx: Context) -> dict:
         s = scores[name]
         infos = [layout.info(m) for m in members]
         hist = layout.history(name) if len(members) == 1 else {}
-        rows.append({
-            "system": name, "members": members, "parameters": s["parameters"],
-            "wer": s["wer"], "cer": s["cer"], "frame_agreement": s.get("frame_agreement"), "rtf": s["rtf"],
-            "rtf_batched": s.get("rtf_batched"), "beam_wer": s.get("beam_wer"), "beam_cer": s.get("beam_cer"),
-            "valid_wer": infos[0]["valid_wer"] if len(members) == 1 else None,
-            "best_epoch": infos[0]["best_epoch"] if len(members) == 1 else None,
-            "epochs": infos[0]["train"]["epochs"] if len(members) == 1 else None,
-            "train_seconds": walls.get(name) if len(members) == 1 else None, "history_epochs": len(hist),
-        })
+        rows.append(
+            {
+                "system": name,
+                "members": members,
+                "parameters": s["parameters"],
+                "wer": s["wer"],
+                "cer": s["cer"],
+                "frame_agreement": s.get("frame_agreement"),
+                "rtf": s["rtf"],
+                "rtf_batched": s.get("rtf_batched"),
+                "beam_wer": s.get("beam_wer"),
+                "beam_cer": s.get("beam_cer"),
+                "valid_wer": infos[0]["valid_wer"] if len(members) == 1 else None,
+                "best_epoch": infos[0]["best_epoch"] if len(members) == 1 else None,
+                "epochs": infos[0]["train"]["epochs"] if len(members) == 1 else None,
+                "train_seconds": walls.get(name) if len(members) == 1 else None,
+                "history_epochs": len(hist),
+            }
+        )
     by_name = {r["system"]: r for r in rows}
     targets = {}
     for ens, members in ctx.plan.ensembles.items():
@@ -186,15 +206,25 @@ def write_report(ctx: Context) -> dict:
     plots = _plots(ctx, [r["system"] for r in rows if len(r["members"]) == 1], scores)
     cfg = ctx.settings.to_dict()
     result = {
-        "preset": ctx.raw.get("preset"), "command": command, "device": ctx.device,
+        "preset": ctx.raw.get("preset"),
+        "command": command,
+        "device": ctx.device,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}",
-        "threads": cfg["threads"], "wall_seconds": round(elapsed, 1),
-        "rtf_batch": cfg["score"].get("rtf_batch"), "beam": cfg["score"].get("beam"),
-        "stage_seconds_sum": round(sum(walls.values()), 1), "stage_seconds": walls,
-        "corpus": {split: {**v, "manifest": _relative(v["manifest"], exp)} for split, v in summary["splits"].items()}, "tokenizer": summary["tokenizer"], "num_classes": summary["num_classes"],
-        "config": {k: cfg.get(k) for k in ("model", "train", "teachers", "ensemble", "students",
-                                           "specaugment", "parallel")},
-        "rows": rows, "targets": targets, "plots": plots,
+        "threads": cfg["threads"],
+        "wall_seconds": round(elapsed, 1),
+        "rtf_batch": cfg["score"].get("rtf_batch"),
+        "beam": cfg["score"].get("beam"),
+        "stage_seconds_sum": round(sum(walls.values()), 1),
+        "stage_seconds": walls,
+        "corpus": {split: {**v, "manifest": _relative(v["manifest"], exp)} for split, v in summary["splits"].items()},
+        "tokenizer": summary["tokenizer"],
+        "num_classes": summary["num_classes"],
+        "config": {
+            k: cfg.get(k) for k in ("model", "train", "teachers", "ensemble", "students", "specaugment", "parallel")
+        },
+        "rows": rows,
+        "targets": targets,
+        "plots": plots,
     }
     write_json(layout.results_file, result)
     write_text(layout.results_md, render_markdown(result))
@@ -218,16 +248,21 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         f"per stage ({r['config'].get('parallel', 1)} trained at a time, so these overlap; "
         f"sum {r['stage_seconds_sum'] / 60:.1f}): "
         f"{', '.join(f'{k} {v / 60:.1f}' for k, v in r['stage_seconds'].items())} min.  ",
-        "Corpus: " + ", ".join(f"{s} {v['utterances']} utterances / {v['hours']} h" for s, v in c.items())
+        "Corpus: "
+        + ", ".join(f"{s} {v['utterances']} utterances / {v['hours']} h" for s, v in c.items())
         + f"; tokenizer {r['tokenizer']['kind']} ({r['num_classes']} classes with blank).",
         "",
         "Test set, greedy CTC decoding, no LM. Frame agreement: share of test frames whose argmax equals the "
         "main ensemble's. RTF: decoding seconds per second of audio on one CPU thread (median of repeats), "
         f"one utterance at a time and, where timed, in length-sorted batches of {r.get('rtf_batch') or '–'}. "
         "Valid WER and best epoch: the checkpoint kept (best validation WER)."
-        + (f" Beam: beam search (size {r['beam']['size']}) restricted to the words of the training transcripts, "
-           f"with their {r['beam'].get('lm_order')}-gram LM (weight {r['beam'].get('lm_weight')}, word score "
-           f"{r['beam'].get('word_score')})." if (r.get("beam") or {}).get("size") else ""),
+        + (
+            f" Beam: beam search (size {r['beam']['size']}) restricted to the words of the training transcripts, "
+            f"with their {r['beam'].get('lm_order')}-gram LM (weight {r['beam'].get('lm_weight')}, word score "
+            f"{r['beam'].get('word_score')})."
+            if (r.get("beam") or {}).get("size")
+            else ""
+        ),
         "",
         "| system | parameters | WER % | CER % | WER beam+LM % | frame agreement % | RTF (1 thread) "
         "| RTF batched (1 thread) | valid WER % | best epoch / epochs | train min |",
@@ -246,22 +281,30 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     lines += ["", "## Targets", ""]
     for ens, t in r["targets"].items():
         lines.append(f"**{ens}** (members' mean WER {_pct(t['mean_teacher_wer'])} ± {_pct(t['teacher_wer_sd'])}):")
-        lines.append(f"- ensemble WER {_pct(t['ensemble_wer'])}: relative reduction over the mean teacher "
-                     f"{_pct(t['ensemble_relative_reduction'], 1)}% (target: > 0).")
+        lines.append(
+            f"- ensemble WER {_pct(t['ensemble_wer'])}: relative reduction over the mean teacher "
+            f"{_pct(t['ensemble_relative_reduction'], 1)}% (target: > 0)."
+        )
         if t.get("recovered") is not None:
-            lines.append(f"- distilled student recovers {_pct(t['recovered'], 0)}% of the ensemble's gain over the "
-                         "scratch student (target >= 80%); its WER "
-                         f"{'is' if t['student_le_mean_teacher'] else 'is not'} <= the mean teacher's.")
+            lines.append(
+                f"- distilled student recovers {_pct(t['recovered'], 0)}% of the ensemble's gain over the "
+                "scratch student (target >= 80%); its WER "
+                f"{'is' if t['student_le_mean_teacher'] else 'is not'} <= the mean teacher's."
+            )
         if t.get("beam", {}).get("recovered") is not None:
             b = t["beam"]
-            lines.append(f"- with beam search, lexicon and LM: ensemble {_pct(b['ensemble_wer'])} vs members' mean "
-                         f"{_pct(b['mean_teacher_wer'])} ({_pct(b['ensemble_relative_reduction'], 1)}% relative); the "
-                         f"distilled student recovers {_pct(b['recovered'], 0)}% of the gain; its WER "
-                         f"{'is' if b['student_le_mean_teacher'] else 'is not'} <= the mean teacher's.")
+            lines.append(
+                f"- with beam search, lexicon and LM: ensemble {_pct(b['ensemble_wer'])} vs members' mean "
+                f"{_pct(b['mean_teacher_wer'])} ({_pct(b['ensemble_relative_reduction'], 1)}% relative); the "
+                f"distilled student recovers {_pct(b['recovered'], 0)}% of the gain; its WER "
+                f"{'is' if b['student_le_mean_teacher'] else 'is not'} <= the mean teacher's."
+            )
         for k, v in t.items():
             if k.endswith("_recovered_of_mean_teacher_gap") and v is not None:
-                lines.append(f"- {k[: -len('_recovered_of_mean_teacher_gap')]} (as wide as a member, the paper's "
-                             f"setting) recovers {_pct(v, 0)}% of the ensemble's gain over the mean member.")
+                lines.append(
+                    f"- {k[: -len('_recovered_of_mean_teacher_gap')]} (as wide as a member, the paper's "
+                    f"setting) recovers {_pct(v, 0)}% of the ensemble's gain over the mean member."
+                )
         for k, v in t.items():
             if k.endswith("_speedup_vs_teacher") or k.endswith("_speedup_vs_ensemble"):
                 lines.append(f"- {k.replace('_', ' ')}: {v:.2f}x")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import jiwer
 import torch
@@ -95,7 +95,7 @@ def score_system(
     write_trn(out / f"{name}.ref.trn", ids, ref_list)
     write_trn(out / f"{name}.hyp.trn", ids, hyp_list)
     # jiwer cannot align an empty reference; those utterances are listed as such
-    pairs = [(i, r, h) for i, r, h in zip(ids, ref_list, hyp_list) if r.strip()]
+    pairs = [(i, r, h) for i, r, h in zip(ids, ref_list, hyp_list, strict=False) if r.strip()]
     words = jiwer.process_words([r for _, r, _ in pairs], [h if h.strip() else "" for _, _, h in pairs])
     lines = []
     text = jiwer.visualize_alignment(words, show_measures=False, skip_correct=False).split("\n")
@@ -133,13 +133,15 @@ def score_systems(ctx: Context) -> None:
             scores[name] = read_json(path)
             continue
         system = _system(ctx, members)
-        hyps, argmax, beam_hyps = {}, {}, {}
+        hyps: dict[str, str] = {}
+        argmax: dict[str, Tensor] = {}
+        beam_hyps: dict[str, str] = {}
         for ids, lp, n in system.batches(exp.feats("test"), device=ctx.device):
-            for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n))):
+            for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n), strict=False)):
                 hyps[utt] = tok.decode(h)
                 argmax[utt] = lp[b, : int(n[b])].argmax(-1).cpu()
             if beam is not None:
-                beam_hyps.update(zip(ids, beam(lp, n)))
+                beam_hyps.update(zip(ids, beam(lp, n), strict=False))
         result = score_system(exp.score_dir, name, texts, hyps, argmax, reference)
         if beam is not None:
             beamed = score_system(exp.score_dir, f"{name}.beam", texts, beam_hyps)
@@ -150,9 +152,11 @@ def score_systems(ctx: Context) -> None:
         result["rtf"] = decoding_rtf(ctx, members)
         batch = int(s.score.rtf_batch or 0)
         result["rtf_batched"] = decoding_rtf(ctx, members, batch) if batch > 1 else None
-        log.info(f"  {name}: WER {100 * result['wer']:.2f}  CER {100 * result['cer']:.2f}  "
-                 f"frame agreement {100 * result['frame_agreement']:.1f}%  RTF {result['rtf']:.4f}"
-                 + (f" (batches of {batch}: {result['rtf_batched']:.4f})" if batch > 1 else ""))
+        log.info(
+            f"  {name}: WER {100 * result['wer']:.2f}  CER {100 * result['cer']:.2f}  "
+            f"frame agreement {100 * result['frame_agreement']:.1f}%  RTF {result['rtf']:.4f}"
+            + (f" (batches of {batch}: {result['rtf_batched']:.4f})" if batch > 1 else "")
+        )
         write_json(path, result)
         scores[name] = result
     write_json(exp.scores_file, scores)
@@ -160,8 +164,7 @@ def score_systems(ctx: Context) -> None:
 
 def _system(ctx: Context, members: Sequence[str], device: str | None = None) -> System:
     e = ctx.settings.ensemble
-    return System([ctx.exp.load(m, device=device or ctx.device) for m in members], method=e.method,
-                  weights=e.weights)
+    return System([ctx.exp.load(m, device=device or ctx.device) for m in members], method=e.method, weights=e.weights)
 
 
 def _argmax(system: System, ctx: Context) -> dict[str, Tensor]:

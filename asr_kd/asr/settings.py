@@ -15,9 +15,9 @@ Example
 >>> s = AsrSettings.from_dict({"train": {"epochs": 3}, "students": {"kd": {"temperature": 2}}})
 >>> s.train.epochs, s.train.lr, s.students.kd.temperature, s.score.beam.lm_weight
 (3, 0.005, 2, 0.5)
->>> AsrSettings.from_dict({"train": {"epoch": 3}})
+>>> AsrSettings.from_dict({"features": {"nmels": 40}})
 Traceback (most recent call last):
-asr_kd.config.ConfigError: unknown key 'train.epoch'; known here: ['batch_size', 'epochs', 'lr', 'max_grad_norm', 'warmup', 'weight_decay']
+asr_kd.config.ConfigError: unknown key 'features.nmels'; known here: ['n_mels']
 >>> stable({"model": {"hidden": 128, "encoder": "blstm"}})
 {'model': {'hidden': 128}}
 """
@@ -25,8 +25,9 @@ asr_kd.config.ConfigError: unknown key 'train.epoch'; known here: ['batch_size',
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from asr_kd.config import ConfigError, check_value
 from asr_kd.io import drop_defaults
@@ -69,7 +70,7 @@ class Section:
                 raise ConfigError(f"{where}unknown key {prefix + key!r}; known here: {sorted(known)}")
         values = {}
         for name, f in known.items():
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if name not in d:
                 continue
             value = d[name]
@@ -230,7 +231,7 @@ class AsrSettings(Section):
     score: ScoreSettings = field(default_factory=ScoreSettings)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> AsrSettings:  # type: ignore[override]
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> AsrSettings:
         d = dict(d or {})
         off = "specaugment" in d and not d["specaugment"]  # {} or null: no SpecAugment
         if off:
@@ -247,11 +248,16 @@ class AsrSettings(Section):
             (self.corpus.kind in CORPUS_KINDS, f"corpus.kind must be one of {CORPUS_KINDS}"),
             (self.teachers.guidance in GUIDANCE, f"teachers.guidance must be one of {GUIDANCE}"),
             (self.teachers.count >= 1, "teachers.count must be at least 1"),
-            (set(self.students.variants) <= set(STUDENT_VARIANTS), f"students.variants: choose from {STUDENT_VARIANTS}"),
+            (
+                set(self.students.variants) <= set(STUDENT_VARIANTS),
+                f"students.variants: choose from {STUDENT_VARIANTS}",
+            ),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
-            (self.ensemble.weights is None or len(self.ensemble.weights) == self.teachers.count,
-             "ensemble.weights: give one weight per teacher (teachers.count), or null for equal weights"),
+            (
+                self.ensemble.weights is None or len(self.ensemble.weights) == self.teachers.count,
+                "ensemble.weights: give one weight per teacher (teachers.count), or null for equal weights",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -262,8 +268,10 @@ class AsrSettings(Section):
         for i, over in self.teachers.overrides.items():
             unknown = set(over) - {"model", "train"}
             if unknown:
-                raise ConfigError(f"{where}teachers.overrides.{i}: unknown section(s) {sorted(unknown)}; "
-                                  "a teacher overrides model and train settings only")
+                raise ConfigError(
+                    f"{where}teachers.overrides.{i}: unknown section(s) {sorted(unknown)}; "
+                    "a teacher overrides model and train settings only"
+                )
             ModelSettings.from_dict(over.get("model"), where, f"teachers.overrides.{i}.model.")
             TrainSettings.from_dict(over.get("train"), where, f"teachers.overrides.{i}.train.")
 

@@ -10,8 +10,8 @@ Example
 >>> from asr_kd.asr.settings import AsrSettings
 >>> p = plan(AsrSettings.from_dict({"teachers": {"count": 2, "guidance": "both"},
 ...                                 "students": {"temperatures": [2], "kd_scales": [1.0]}}))
->>> [t.name for t in p.teachers], p.ensembles
-(['teacher-0', 'teacher-1', 'guided-1'], {'ensemble': ['teacher-0', 'teacher-1'], 'ensemble-guided': ['teacher-0', 'guided-1']})
+>>> [t.name for t in p.teachers], p.ensembles["ensemble-guided"]
+(['teacher-0', 'teacher-1', 'guided-1'], ['teacher-0', 'guided-1'])
 >>> [(s.name, s.variant, s.ensemble, s.scale) for s in p.students][-2:]
 [('student-kd-T2', 'kd', 'ensemble', 0.5), ('student-kd-x1', 'kd', 'ensemble', 1.0)]
 >>> p.spec("student-kd-T2").kd.temperature
@@ -56,8 +56,15 @@ class ModelSpec:
 
     def architecture(self, num_classes: int, n_mels: int) -> AcousticConfig:
         m = self.model
-        cfg = AcousticConfig(num_classes=num_classes, n_mels=n_mels, conv_channels=m.conv_channels, hidden=m.hidden,
-                             layers=m.layers, dropout=m.dropout, encoder=m.encoder)
+        cfg = AcousticConfig(
+            num_classes=num_classes,
+            n_mels=n_mels,
+            conv_channels=m.conv_channels,
+            hidden=m.hidden,
+            layers=m.layers,
+            dropout=m.dropout,
+            encoder=m.encoder,
+        )
         return cfg.scaled(self.scale) if self.scale != 1.0 else cfg
 
 
@@ -92,24 +99,45 @@ def _teacher(s: AsrSettings, i: int, guided: bool) -> ModelSpec:
     over = s.teachers.override(i)
     model = ModelSettings.from_dict(merge(s.model.to_dict(), over.get("model") or {}))
     train = TrainSettings.from_dict(merge(s.train.to_dict(), over.get("train") or {}))
-    fp: dict[str, Any] = {"model": s.model.to_dict(), "train": s.train.to_dict(),
-                          "specaugment": s.to_dict()["specaugment"], "seed": s.seed, "overrides": over}
+    fp: dict[str, Any] = {
+        "model": s.model.to_dict(),
+        "train": s.train.to_dict(),
+        "specaugment": s.to_dict()["specaugment"],
+        "seed": s.seed,
+        "overrides": over,
+    }
     if guided:
         fp["guide_weight"] = s.teachers.guide_weight
     name = f"{'guided' if guided else 'teacher'}-{i}"
     return ModelSpec(name, "teacher", s.seed + 1000 * i, model, train, guided=guided, fingerprint=fp)
 
 
-def _student(s: AsrSettings, name: str, variant: str, ensemble: str | None, scale: float,
-             kd: KDSettings | None) -> ModelSpec:
+def _student(
+    s: AsrSettings, name: str, variant: str, ensemble: str | None, scale: float, kd: KDSettings | None
+) -> ModelSpec:
     train = TrainSettings.from_dict(merge(s.train.to_dict(), s.students.train))
-    fp: dict[str, Any] = {"model": s.model.to_dict(), "train": s.train.to_dict(),
-                          "specaugment": s.to_dict()["specaugment"], "seed": s.seed,
-                          "students": dict(s.students.train), "scale": scale}
+    fp: dict[str, Any] = {
+        "model": s.model.to_dict(),
+        "train": s.train.to_dict(),
+        "specaugment": s.to_dict()["specaugment"],
+        "seed": s.seed,
+        "students": dict(s.students.train),
+        "scale": scale,
+    }
     if kd is not None:  # the configured kd section (a temperature sweep's T is in the name)
         fp["kd"] = s.students.kd.to_dict()
-    return ModelSpec(name, "student", s.seed + 77, s.model, train, variant=variant, scale=scale,
-                     ensemble=ensemble, kd=kd, fingerprint=fp)
+    return ModelSpec(
+        name,
+        "student",
+        s.seed + 77,
+        s.model,
+        train,
+        variant=variant,
+        scale=scale,
+        ensemble=ensemble,
+        kd=kd,
+        fingerprint=fp,
+    )
 
 
 def plan(s: AsrSettings) -> Plan:

@@ -36,16 +36,23 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
         kept = {u: h for u, h in hyps.items() if tok.encode(h)}
         log.info(f"  {spec.name}: {len(kept)} of {len(hyps)} ensemble transcripts are non-empty and used")
         if not kept:
-            raise UserError(f"{spec.name}: the ensemble transcribed every training utterance as empty, so there "
-                            "is nothing to train on; train the teachers longer (train.epochs) or drop "
-                            "'sequence' from students.variants")
+            raise UserError(
+                f"{spec.name}: the ensemble transcribed every training utterance as empty, so there "
+                "is nothing to train on; train the teachers longer (train.epochs) or drop "
+                "'sequence' from students.variants"
+            )
         return train_spec(ctx, spec, texts=kept)
     from asr_kd.distill import DistillationLoss
 
     kd, ensemble = spec.kd, spec.ensemble
     assert kd is not None and ensemble is not None, f"{spec.name}: a distilled student needs kd and an ensemble"
-    loss = DistillationLoss(temperature=float(kd.temperature), hard_weight=float(kd.hard_weight),
-                            soft_weight=float(kd.soft_weight), soft=kd.soft)
+    loss = DistillationLoss(
+        temperature=float(kd.temperature),
+        hard_weight=float(kd.hard_weight),
+        soft_weight=float(kd.soft_weight),
+        soft=kd.soft,
+    )
     log.info(f"  {spec.name}: {loss} (blank frames weighted {kd.blank_weight}) against {ensemble}")
-    return train_spec(ctx, spec, kd=loss, teacher_cache=ctx.ensemble_cache(ensemble),
-                      blank_weight=float(kd.blank_weight))
+    return train_spec(
+        ctx, spec, kd=loss, teacher_cache=ctx.ensemble_cache(ensemble), blank_weight=float(kd.blank_weight)
+    )

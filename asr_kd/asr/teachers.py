@@ -25,6 +25,8 @@ def train_teacher(ctx: Context, spec: ModelSpec) -> Path:
     """Train teacher ``spec`` (guided by teacher 0's spikes when ``spec.guided``)."""
     hparams = {}
     if spec.guided:
-        hparams = {"guide_weight": float(ctx.settings.teachers.guide_weight),
-                   "guide_spikes": torch.load(ctx.exp.spikes_file, weights_only=False)}
+        hparams = {
+            "guide_weight": float(ctx.settings.teachers.guide_weight),
+            "guide_spikes": torch.load(ctx.exp.spikes_file, weights_only=False),
+        }
     return train_spec(ctx, spec, **hparams)

@@ -23,9 +23,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -86,8 +87,9 @@ def train_ctc(
         info: stored in the bundle (fingerprint, name, tokenizer, ...).
         hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...).
     """
-    from asr_kd.asr.brain import CTCBrain
     from speechbrain.utils.epoch_loop import EpochCounter
+
+    from asr_kd.asr.brain import CTCBrain
 
     out = Path(out_dir)
     bundle_path = out / "model.pt"
@@ -108,13 +110,21 @@ def train_ctc(
         history[str(epoch)] = {**stats, "seconds": round(time.time() - started, 1)}
         write_json(history_path, history)
 
-    log.info(f"{out.name}: {count_parameters(model):,} parameters, {cfg.epochs} epochs, "
-        f"{len(sampler)} batches per epoch, seed {seed}")
+    log.info(
+        f"{out.name}: {count_parameters(model):,} parameters, {cfg.epochs} epochs, "
+        f"{len(sampler)} batches per epoch, seed {seed}"
+    )
     brain = CTCBrain(
         modules={"model": model, "frontend": norm},
         opt_class=lambda params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-        hparams={"detokenize": detokenize, "seed": seed, "lr_at": lr_schedule(cfg, len(sampler)),
-                 "history": record, "name": out.name, **hparams},
+        hparams={
+            "detokenize": detokenize,
+            "seed": seed,
+            "lr_at": lr_schedule(cfg, len(sampler)),
+            "history": record,
+            "name": out.name,
+            **hparams,
+        },
         run_opts={"device": device, "noprogressbar": not progress, "max_grad_norm": cfg.max_grad_norm},
         checkpointer=ckpt,
     )
@@ -132,11 +142,23 @@ def train_ctc(
         raise RuntimeError(f"{out}: training ended without a checkpoint; look at the log above")
     ckpt.load_checkpoint(best)
     model.to("cpu")
-    save_bundle(bundle_path, model, cmvn, {
-        **info, "best_epoch": int(best.meta.get("epoch", 0)), "valid_wer": float(best.meta["WER"]),
-        "parameters": count_parameters(model), "train": asdict(cfg), "seed": seed,
-    }, tokenizer_dir=tokenizer_dir)
-    log.info(f"{out.name}: best epoch {best.meta.get('epoch')} (valid WER {100 * best.meta['WER']:.2f}) -> {bundle_path}")
+    save_bundle(
+        bundle_path,
+        model,
+        cmvn,
+        {
+            **info,
+            "best_epoch": int(best.meta.get("epoch", 0)),
+            "valid_wer": float(best.meta["WER"]),
+            "parameters": count_parameters(model),
+            "train": asdict(cfg),
+            "seed": seed,
+        },
+        tokenizer_dir=tokenizer_dir,
+    )
+    log.info(
+        f"{out.name}: best epoch {best.meta.get('epoch')} (valid WER {100 * best.meta['WER']:.2f}) -> {bundle_path}"
+    )
     return bundle_path
 
 
@@ -150,10 +172,19 @@ def train_spec(ctx: Context, spec: ModelSpec, texts: Mapping[str, str] | None = 
     feats, vfeats = exp.feats("train"), exp.feats("valid")
     augment = ctx.settings.specaugment
     return train_ctc(
-        exp.model_dir(spec.name), ctx.architecture(spec), make_dataset(feats, train_tokens),
-        [len(feats[i]) for i in train_tokens], make_dataset(vfeats, valid_tokens), exp.cmvn(), spec.train,
-        spec.seed, info={"name": spec.name, "fingerprint": ctx.fingerprint()},
-        detokenize=lambda ids: tok.decode([int(i) for i in ids]), tokenizer_dir=exp.tokenizer_dir,
+        exp.model_dir(spec.name),
+        ctx.architecture(spec),
+        make_dataset(feats, train_tokens),
+        [len(feats[i]) for i in train_tokens],
+        make_dataset(vfeats, valid_tokens),
+        exp.cmvn(),
+        spec.train,
+        spec.seed,
+        info={"name": spec.name, "fingerprint": ctx.fingerprint()},
+        detokenize=lambda ids: tok.decode([int(i) for i in ids]),
+        tokenizer_dir=exp.tokenizer_dir,
         augment=SpecAugmentConfig(**augment.to_dict()) if augment is not None else None,
-        device=ctx.device, progress=ctx.settings.progress, **hparams,
+        device=ctx.device,
+        progress=ctx.settings.progress,
+        **hparams,
     )

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ def _work(target: StageRunner, raw: dict[str, Any], name: str, threads: int, log
             raise SystemExit(1) from None
 
 
-def train_in_workers(target: StageRunner, raw: dict[str, Any], names: Sequence[str], jobs: int, threads: int,
-                     logs_dir: Path) -> None:
+def train_in_workers(
+    target: StageRunner, raw: dict[str, Any], names: Sequence[str], jobs: int, threads: int, logs_dir: Path
+) -> None:
     """Run the stages ``names`` (all unfinished) in ``jobs`` worker processes at a time: each
     calls ``target(raw, name, threads)``.
 
@@ -74,7 +76,8 @@ def train_in_workers(target: StageRunner, raw: dict[str, Any], names: Sequence[s
     pending, failed = list(names), []
     for width, count in worker_waves(len(pending), jobs):
         share = max(1, threads // width)
-        wave, running = pending[:count], []
+        wave = pending[:count]
+        running: list[tuple[str, Any, Path]] = []
         pending = pending[count:]
         while wave or running:
             while wave and len(running) < width:

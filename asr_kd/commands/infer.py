@@ -48,17 +48,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e = p.add_argument_group("ensemble (several comma-separated models)")
-    e.add_argument("--method", choices=ENSEMBLE_METHODS, default=None,
-                   help="combination of the members' posteriors (default: the ensemble folder's, else arithmetic)")
+    e.add_argument(
+        "--method",
+        choices=ENSEMBLE_METHODS,
+        default=None,
+        help="combination of the members' posteriors (default: the ensemble folder's, else arithmetic)",
+    )
     e.add_argument("--weights", default=None, help="comma-separated member weights (default: equal)")
     b = p.add_argument_group("beam search (default: greedy)")
     b.add_argument("--beam", type=int, default=0, help="beam size (torchaudio ctc_decoder); 0: greedy")
-    b.add_argument("--lm-text", default=None,
-                   help="manifest (CSV/JSONL) or text file (one transcript per line): its words become the "
-                        "lexicon and its n-gram LM (--lm-order) scores the hypotheses")
+    b.add_argument(
+        "--lm-text",
+        default=None,
+        help="manifest (CSV/JSONL) or text file (one transcript per line): its words become the "
+        "lexicon and its n-gram LM (--lm-order) scores the hypotheses",
+    )
     b.add_argument("--lexicon", default=None, help="lexicon file (word, then its tokens) instead of --lm-text's")
     b.add_argument("--lm", default=None, help="KenLM binary or ARPA file instead of --lm-text's")
-    b.add_argument("--lm-order", type=int, default=d.lm_order, help=f"n of --lm-text's n-gram LM (default {d.lm_order})")
+    b.add_argument(
+        "--lm-order", type=int, default=d.lm_order, help=f"n of --lm-text's n-gram LM (default {d.lm_order})"
+    )
     b.add_argument("--lm-weight", type=float, default=d.lm_weight, help=f"default {d.lm_weight}")
     b.add_argument("--word-score", type=float, default=d.word_score, help=f"default {d.word_score}")
 
@@ -74,8 +83,9 @@ def _decoder(args: argparse.Namespace, tokenizer):
         raise UserError("--lm-text, --lexicon and --lm need --beam N (e.g. --beam 32)")
     lexicon, lm = args.lexicon, args.lm
     if args.beam and args.lm_text:
-        made_lexicon, made_lm = write_lm(_texts(args.lm_text), tokenizer, tempfile.mkdtemp(prefix="asr-kd-lm-"),
-                                         args.lm_order if lm is None else 0)
+        made_lexicon, made_lm = write_lm(
+            _texts(args.lm_text), tokenizer, tempfile.mkdtemp(prefix="asr-kd-lm-"), args.lm_order if lm is None else 0
+        )
         lexicon = lexicon or made_lexicon
         lm = lm or made_lm
     beam = BeamSettings(size=args.beam, lm_weight=args.lm_weight, word_score=args.word_score)
@@ -138,7 +148,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     hyps = _decode(system, [e.wav for e in entries], args)
     refs = {e.id: e.wrd for e in entries}
-    hyp_map = {e.id: h for e, h in zip(entries, hyps)}
+    hyp_map = {e.id: h for e, h in zip(entries, hyps, strict=False)}
     if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
@@ -149,8 +159,10 @@ def evaluate(args: argparse.Namespace) -> int:
     else:
         result = error_rates([refs[i] for i in refs], [hyp_map[i] for i in refs])
     print(f"{args.manifest}: {result['utterances']} utterances, {result['ref_words']} words")
-    print(f"WER {100 * result['wer']:.2f}%  (S {result['substitutions']}, D {result['deletions']}, "
-          f"I {result['insertions']})   CER {100 * result['cer']:.2f}%")
+    print(
+        f"WER {100 * result['wer']:.2f}%  (S {result['substitutions']}, D {result['deletions']}, "
+        f"I {result['insertions']})   CER {100 * result['cer']:.2f}%"
+    )
     return 0
 
 
@@ -174,6 +186,6 @@ def transcribe(args: argparse.Namespace) -> int:
         texts = _decode(system, args.audio, args)
     except (AudioError, RuntimeError) as err:
         raise UserError(f"could not read the audio: {err}") from None
-    for path, text in zip(args.audio, texts):
+    for path, text in zip(args.audio, texts, strict=False):
         print(f"{path}\t{text}")
     return 0

@@ -28,12 +28,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an ASR distillation recipe (all stages, resumable)")
     p.add_argument("config", help="recipe config, e.g. recipes/synth_en/config.yaml")
     p.add_argument("--preset", default=None, help="a preset of the config (e.g. demo, full, tiny)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=20 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=20 (repeatable)",
+    )
     p.add_argument("--stage", default="1", help="first stage to run (number or name; default 1)")
     p.add_argument("--stop-stage", default=None, help="last stage to run (number or name; default: the last)")
     p.add_argument("--teacher", type=int, default=None, help="train only teacher I (after prepare)")
-    p.add_argument("--list", action="store_true", help="list the stages and what a run would do with each (done, runs again and why), then exit")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the stages and what a run would do with each (done, runs again and why), then exit",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
                 status = "runs again: " + status  # and so does every stage that uses it
             print(f"{i:2d} {name:<20} {status}".rstrip())
         return 0
-    command = "asr-kd run " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \
+    command = (
+        "asr-kd run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 2
         else f"asr-kd run {args.config}"
+    )
     write_text(recipe.ctx.exp.command_file, command + "\n")
     began = time.time()
     log.info(f"experiment: {recipe.exp} (device {recipe.ctx.device}, {cfg['threads']} threads)")

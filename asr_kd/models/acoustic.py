@@ -20,8 +20,9 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -63,8 +64,11 @@ class AcousticConfig:
     def scaled(self, factor: float) -> AcousticConfig:
         """The same architecture with every hidden width times ``factor``."""
         enc = asdict(self.encoder_settings().scaled(factor))
-        return replace(self, conv_channels=max(1, round(self.conv_channels * factor)),
-                       **{k: v for k, v in enc.items() if k in {f.name for f in fields(self)}})
+        return replace(
+            self,
+            conv_channels=max(1, round(self.conv_channels * factor)),
+            **{k: v for k, v in enc.items() if k in {f.name for f in fields(self)}},
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,8 +105,10 @@ class CTCAcousticModel(nn.Module):
 
 def _rename_legacy_keys(state: dict, prefix: str, *args: Any) -> None:
     """Weights saved before the front end was its own module (``subsample.0.0.weight``) load too."""
-    for key in [k for k in state if k.startswith(prefix + "subsample.") and not k.startswith(prefix + "subsample.convs.")]:
-        state[prefix + "subsample.convs." + key[len(prefix + "subsample."):]] = state.pop(key)
+    for key in [
+        k for k in state if k.startswith(prefix + "subsample.") and not k.startswith(prefix + "subsample.convs.")
+    ]:
+        state[prefix + "subsample.convs." + key[len(prefix + "subsample.") :]] = state.pop(key)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -45,16 +46,20 @@ class BundleError(UserError):
     """A path that does not hold a usable model bundle; the message names it and the fix."""
 
 
-def save_bundle(path: str | os.PathLike, model: CTCAcousticModel, cmvn: GlobalCMVN, info: Mapping[str, Any],
-                tokenizer_dir: str | os.PathLike | None = None) -> None:
+def save_bundle(
+    path: str | os.PathLike,
+    model: CTCAcousticModel,
+    cmvn: GlobalCMVN,
+    info: Mapping[str, Any],
+    tokenizer_dir: str | os.PathLike | None = None,
+) -> None:
     """Write a self-contained model file (atomically)."""
     files = {}
     if tokenizer_dir is not None:
         files = {p.name: p.read_bytes() for p in Path(tokenizer_dir).iterdir() if p.name.startswith("tokenizer")}
     bundle = {
         "format": FORMAT,
-        "architecture": {"model": type(model).__name__, "encoder": model.cfg.encoder,
-                         "subsampling": model.subsampling},
+        "architecture": {"model": type(model).__name__, "encoder": model.cfg.encoder, "subsampling": model.subsampling},
         "config": model.cfg.to_dict(),
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "cmvn": {"mean": cmvn.mean.cpu(), "std": cmvn.std.cpu()},
@@ -78,8 +83,10 @@ def _read(p: Path) -> dict:
         AcousticConfig.from_dict(bundle["config"])
         bundle["state"], bundle["cmvn"], bundle["info"]
     except Exception as err:  # noqa: BLE001 - unpickling fails in many ways on a wrong file
-        raise BundleError(f"{p}: not a model bundle of asr-kd ({type(err).__name__}: {err}); give the model.pt "
-                          "written by `asr-kd run` (models/NAME/model.pt) or its folder") from None
+        raise BundleError(
+            f"{p}: not a model bundle of asr-kd ({type(err).__name__}: {err}); give the model.pt "
+            "written by `asr-kd run` (models/NAME/model.pt) or its folder"
+        ) from None
     return bundle
 
 
@@ -121,8 +128,11 @@ class LoadedModel:
 
     @property
     def architecture(self) -> dict:
-        return {"model": type(self.model).__name__, "encoder": self.model.cfg.encoder,
-                "subsampling": self.model.subsampling}
+        return {
+            "model": type(self.model).__name__,
+            "encoder": self.model.cfg.encoder,
+            "subsampling": self.model.subsampling,
+        }
 
     def tokenizer(self):
         """The tokenizer the model was trained with (from the bundle's own copy)."""
@@ -166,10 +176,12 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     try:
         model.load_state_dict(bundle["state"])
     except RuntimeError as err:
-        raise BundleError(f"{p}: its weights do not fit its architecture; the file is damaged, train it again "
-                          f"({str(err).splitlines()[0]})") from None
+        raise BundleError(
+            f"{p}: its weights do not fit its architecture; the file is damaged, train it again "
+            f"({str(err).splitlines()[0]})"
+        ) from None
     cmvn = GlobalCMVN(len(bundle["cmvn"]["mean"]))
-    cmvn.mean.copy_(bundle["cmvn"]["mean"])
-    cmvn.std.copy_(bundle["cmvn"]["std"])
-    return LoadedModel(model, FeatureNorm(cmvn, augment=None), _normalised_info(bundle),
-                       dict(bundle.get("tokenizer_files", {}))).to(device)
+    cmvn.load_state_dict({"mean": bundle["cmvn"]["mean"], "std": bundle["cmvn"]["std"]}, strict=False)
+    return LoadedModel(
+        model, FeatureNorm(cmvn, augment=None), _normalised_info(bundle), dict(bundle.get("tokenizer_files", {}))
+    ).to(device)

@@ -22,8 +22,9 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
@@ -87,12 +88,18 @@ class BLSTMEncoder(nn.LSTM):
     """
 
     def __init__(self, in_dim: int, hidden: int, layers: int, dropout: float) -> None:
-        super().__init__(in_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
-                         dropout=dropout if layers > 1 else 0.0)
+        super().__init__(
+            in_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.out_dim = 2 * hidden
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:  # type: ignore[override]  # (x, lengths) API
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:  # (x, lengths): not nn.LSTM's signature
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        enc, _ = super().forward(packed)
+        enc, _ = nn.LSTM.forward(self, packed)
         enc, _ = nn.utils.rnn.pad_packed_sequence(enc, batch_first=True, total_length=x.shape[1])
         return enc

@@ -47,8 +47,10 @@ class ConvSubsampling(nn.Module):
 
     def __init__(self, n_mels: int, channels: int, convs: int = CONVS) -> None:
         super().__init__()
-        layers = [nn.Sequential(nn.Conv2d(1 if i == 0 else channels, channels, kernel_size=3, stride=2, padding=1),
-                                nn.ReLU()) for i in range(convs)]
+        layers = [
+            nn.Sequential(nn.Conv2d(1 if i == 0 else channels, channels, kernel_size=3, stride=2, padding=1), nn.ReLU())
+            for i in range(convs)
+        ]
         self.convs = nn.ModuleList(layers)
         self.out_dim = channels * int(subsampled_lengths(torch.tensor(n_mels), convs))
 
