@@ -8,8 +8,9 @@ import pytest
 from asr_kd.data.festival import FestivalError, festival_english_voices, festival_missing, festival_synth, speakable
 
 VOICES = festival_english_voices()
-needs_festival = pytest.mark.skipif(not VOICES, reason="festival with an English voice is not installed "
-                                                     "(apt-get install festival festvox-kallpc16k)")
+needs_festival = pytest.mark.skipif(
+    not VOICES, reason="festival with an English voice is not installed (apt-get install festival festvox-kallpc16k)"
+)
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
@@ -46,7 +47,7 @@ def test_festival_pitch_moves_f0_of_diphone_voices():
         x = wav.astype(np.float64)
         out = []
         for i in range(0, len(x) - 1024, 512):
-            fr = x[i:i + 1024] - x[i:i + 1024].mean()
+            fr = x[i : i + 1024] - x[i : i + 1024].mean()
             if np.abs(fr).max() < 2000:
                 continue
             ac = np.correlate(fr, fr, "full")[1023:]
@@ -72,8 +73,11 @@ def test_festival_survives_text_that_crashes_it_and_refuses_empty_text():
 
 @needs_festival
 def test_festival_unknown_voice_names_the_fix():
-    with pytest.raises(FestivalError, match=r"festival has no voice 'nobody_diphone'; installed English voices: .*"
-                                            r"apt-get install festvox-"):
+    with pytest.raises(
+        FestivalError,
+        match=r"festival has no voice 'nobody_diphone'; installed English voices: .*"
+        r"apt-get install festvox-",
+    ):
         festival_synth("hello", "nobody_diphone")
     with pytest.raises(FestivalError, match="not a voice name"):
         festival_synth("hello", "kal_diphone) (quit")
@@ -83,6 +87,9 @@ def test_missing_festival_names_the_package(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     assert festival_english_voices() == []
     assert "apt-get install festival festvox-" in festival_missing()
-    with pytest.raises(FestivalError, match=r"festival voice 'kal_diphone': the festival command is not installed "
-                                            r"\(apt-get install festival"):
+    with pytest.raises(
+        FestivalError,
+        match=r"festival voice 'kal_diphone': the festival command is not installed "
+        r"\(apt-get install festival",
+    ):
         festival_synth("hello", "kal_diphone")

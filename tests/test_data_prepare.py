@@ -1,5 +1,6 @@
 """Each preparer on a small tree built here from synthesised speech."""
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,19 @@ CLI = [sys.executable, "-c", "import sys; from asr_kd.cli import main; sys.exit(
 SENTENCES = ["Hello there, my friend.", "The 3 dogs ran home!", "It's a quiet morning.", "Open the door please?"]
 
 
+@pytest.fixture()
+def logged(caplog):
+    """``logged()``: the lines the data layer logged since the last call (INFO and up)."""
+    caplog.set_level(logging.INFO, logger="asr_kd")
+
+    def take() -> str:
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        caplog.clear()
+        return text
+
+    return take
+
+
 @pytest.fixture(scope="module")
 def speech():
     """Four short utterances of synthetic speech at 16 kHz (float32)."""
@@ -35,12 +49,12 @@ def write(path: Path, x: np.ndarray, fmt: str | None = None, sr: int = 16000) ->
     sf.write(path, x, sr, format=fmt)
 
 
-def test_librispeech(tmp_path, speech, capsys):
+def test_librispeech(tmp_path, speech, logged):
     src = tmp_path / "LibriSpeech"
     for split, spk in (("train-clean-5", "19"), ("dev-clean-2", "84")):
         ch = src / split / spk / "198"
         lines = []
-        for i, (x, s) in enumerate(zip(speech, SENTENCES)):
+        for i, (x, s) in enumerate(zip(speech, SENTENCES, strict=False)):
             uid = f"{spk}-198-{i:04d}"
             write(ch / f"{uid}.flac", x)
             lines.append(f"{uid} {s.upper()}")
@@ -53,14 +67,14 @@ def test_librispeech(tmp_path, speech, capsys):
     assert [r.id for r in rows] == [f"19-198-{i:04d}" for i in range(4)]
     assert {r.spk_id for r in rows} == {"19"}
     assert rows[1].wrd == "THE THREE DOGS RAN HOME"
-    for r, x in zip(rows, speech):
-        assert abs(r.duration - len(x) / 16000) < 1e-3
+    for r, x in zip(rows, speech, strict=False):
+        assert r.duration is not None and abs(r.duration - len(x) / 16000) < 1e-3
     assert validate_manifest(result["dev-clean-2"]).ok
-    assert "no audio 84-198-0099.flac" in capsys.readouterr().err
+    assert "no audio 84-198-0099.flac" in logged()
     # second run: complete and same options -> skipped; other options -> redone
     mtime = result["train-clean-5"].stat().st_mtime_ns
     prepare("librispeech", src, out)
-    assert "nothing to do" in capsys.readouterr().err
+    assert "nothing to do" in logged()
     assert result["train-clean-5"].stat().st_mtime_ns == mtime
     prepare("librispeech", src, out, normalise=False)
     assert read_manifest(result["train-clean-5"])[1].wrd == "THE 3 DOGS RAN HOME!"
@@ -119,9 +133,14 @@ def test_csv_and_jsonl_with_column_mapping(tmp_path, speech):
     for i, x in enumerate(speech):
         write(tmp_path / "audio" / f"a{i}.wav", x)
     src = tmp_path / "theirs.csv"
-    src.write_text("utt,path,text,speaker,gender\n" + "\n".join(
-        f'u{i},audio/a{i}.wav,"{s}",spk{i % 2},f' for i, s in enumerate(SENTENCES)) + "\n")
-    result = prepare("csv", src, tmp_path / "ours.csv", mapping=parse_mapping("ID=utt,wav=path,wrd=text,spk_id=speaker"))
+    src.write_text(
+        "utt,path,text,speaker,gender\n"
+        + "\n".join(f'u{i},audio/a{i}.wav,"{s}",spk{i % 2},f' for i, s in enumerate(SENTENCES))
+        + "\n"
+    )
+    result = prepare(
+        "csv", src, tmp_path / "ours.csv", mapping=parse_mapping("ID=utt,wav=path,wrd=text,spk_id=speaker")
+    )
     rows = read_manifest(result["theirs"])
     assert [r.id for r in rows] == ["u0", "u1", "u2", "u3"]
     assert rows[0].extra == {"gender": "f"} and rows[1].wrd == "THE THREE DOGS RAN HOME"
@@ -151,7 +170,7 @@ def test_cli_prepare_refuses_bad_input_without_traceback(tmp_path):
 LATIN1 = "CAF\u00c9 NOIR".encode("latin-1")
 
 
-def test_text_that_is_not_utf8_is_skipped_not_mangled(tmp_path, speech, capsys):
+def test_text_that_is_not_utf8_is_skipped_not_mangled(tmp_path, speech, logged):
     # csv
     for i, x in enumerate(speech[:2]):
         write(tmp_path / "audio" / f"a{i}.wav", x)
@@ -159,7 +178,7 @@ def test_text_that_is_not_utf8_is_skipped_not_mangled(tmp_path, speech, capsys):
     src.write_bytes(b"path,text\naudio/a0.wav," + LATIN1 + b"\naudio/a1.wav,CAF\xc3\x89 OK\n")
     rows = read_manifest(prepare("csv", src, tmp_path / "c.csv", mapping={"wav": "path", "wrd": "text"})["theirs"])
     assert [r.wrd for r in rows] == ["CAFÉ OK"]
-    err = capsys.readouterr().err
+    err = logged()
     assert "theirs.csv row 1: not UTF-8" in err
     # librispeech
     ch = tmp_path / "LS" / "train" / "19" / "198"
@@ -168,7 +187,7 @@ def test_text_that_is_not_utf8_is_skipped_not_mangled(tmp_path, speech, capsys):
     (ch / "19-198.trans.txt").write_bytes(b"19-198-0000 " + LATIN1 + b"\n19-198-0001 GOOD LINE\n")
     rows = read_manifest(prepare("librispeech", tmp_path / "LS", tmp_path / "ls")["train"])
     assert [r.wrd for r in rows] == ["GOOD LINE"]
-    assert "19-198.trans.txt:1: not UTF-8" in capsys.readouterr().err
+    assert "19-198.trans.txt:1: not UTF-8" in logged()
     # commonvoice
     cv = tmp_path / "cv"
     for i in range(2):
@@ -176,29 +195,31 @@ def test_text_that_is_not_utf8_is_skipped_not_mangled(tmp_path, speech, capsys):
     (cv / "train.tsv").write_bytes(b"client_id\tpath\tsentence\nx\tc0.wav\t" + LATIN1 + b"\ny\tc1.wav\tFINE\n")
     rows = read_manifest(prepare("commonvoice", cv, tmp_path / "cvo")["train"])
     assert [r.wrd for r in rows] == ["FINE"]
-    assert "train.tsv line 2: not UTF-8" in capsys.readouterr().err
+    assert "train.tsv line 2: not UTF-8" in logged()
 
 
-def test_csv_skips_duplicate_ids_and_empty_transcripts_and_derives_unique_ids(tmp_path, speech, capsys):
+def test_csv_skips_duplicate_ids_and_empty_transcripts_and_derives_unique_ids(tmp_path, speech, logged):
     for d in ("a", "b"):
         for i, x in enumerate(speech[:2]):
             write(tmp_path / d / f"take{i}.wav", x)
     src = tmp_path / "in.csv"
-    src.write_text("ID,wav,wrd\n"
-                   "u1,a/take0.wav,HELLO\n"
-                   "u1,a/take1.wav,AGAIN\n"       # duplicate ID
-                   "u2,a/take1.wav,!!\n"          # empty after normalisation
-                   ",a/take1.wav,ONE\n"           # ID from the file name: take1 is in a/ and b/
-                   ",b/take1.wav,TWO\n"
-                   ",b/take0.wav,THREE\n")
+    src.write_text(
+        "ID,wav,wrd\n"
+        "u1,a/take0.wav,HELLO\n"
+        "u1,a/take1.wav,AGAIN\n"  # duplicate ID
+        "u2,a/take1.wav,!!\n"  # empty after normalisation
+        ",a/take1.wav,ONE\n"  # ID from the file name: take1 is in a/ and b/
+        ",b/take1.wav,TWO\n"
+        ",b/take0.wav,THREE\n"
+    )
     rows = read_manifest(prepare("csv", src, tmp_path / "out.csv")["in"])
     assert [r.id for r in rows] == ["u1", "a_take1", "b_take1", "take0"]
     assert all(Path(r.wav).is_absolute() and Path(r.wav).exists() for r in rows)
-    err = capsys.readouterr().err
+    err = logged()
     assert "row 2: duplicate ID 'u1'" in err and "row 3: empty transcript" in err
 
 
-def test_rerun_with_splits_removes_the_old_all_csv(tmp_path, speech, capsys):
+def test_rerun_with_splits_removes_the_old_all_csv(tmp_path, speech):
     src = tmp_path / "rec"
     for s in range(4):
         write(src / f"spk{s}" / "x.wav", speech[s])

@@ -1,7 +1,9 @@
 """The synthetic corpus: deterministic bytes, speaker-disjoint splits, sensible audio and text."""
 
 import hashlib
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +17,11 @@ from asr_kd.data.validate import validate_manifest
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "synth.json"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "synth.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,7 @@ def tiny(tmp_path_factory):
 def test_tiny_preset_is_valid(tiny):
     """Its speed is measured by `python tools/bench_synth.py --preset tiny`, not asserted here."""
     out, _ = tiny
-    for split, n in zip(("train", "valid", "test"), PRESETS["tiny"].utterances):
+    for split, n in zip(("train", "valid", "test"), PRESETS["tiny"].utterances, strict=False):
         report = validate_manifest(out / f"{split}.csv")
         assert report.ok and not report.notes, report.format()
         assert len(report.entries) == n
@@ -54,6 +59,7 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
 
 def test_private_espeak_starts_fresh():
     """espeak-ng's output depends on what it spoke before; a private copy does not."""
+
     def speak(tts):
         return [tts.synth("hello there my friend", voice="en-us+m1", rate=150)[0] for _ in range(3)]
 
@@ -63,7 +69,7 @@ def test_private_espeak_starts_fresh():
         b.synth("a different sentence first", voice="en-gb-x-rp+f2")
     with Espeak(private=True) as c:
         again = speak(c)
-    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=False))
 
 
 def test_splits_are_speaker_disjoint(tiny):
@@ -81,11 +87,12 @@ def test_splits_are_speaker_disjoint(tiny):
     assert not {v.split("+")[1] for v in pool["train"]} & {v.split("+")[1] for v in pool["test"]}
 
 
-def test_rerun_skips_complete_corpus(tiny, capsys):
+def test_rerun_skips_complete_corpus(tiny, caplog):
+    caplog.set_level(logging.INFO, logger="asr_kd")
     out, _ = tiny
     before = (out / "train.csv").stat().st_mtime_ns
     synthesize_corpus(out, "tiny", seed=3, noise_prob=0.5, reverb_prob=0.5, jobs=2, progress=True)
-    assert "already complete" in capsys.readouterr().out
+    assert "already complete" in caplog.text
     assert (out / "train.csv").stat().st_mtime_ns == before
 
 
@@ -128,8 +135,18 @@ def test_sentence_generator_vocabulary_and_variety():
     assert any(s.spoken.endswith("?") for s in sents) and any("," in s.spoken for s in sents)
 
 
-EXTRA = ["flite+kal16", "flite+awb", "flite+rms", "flite+slt", "festival+kal_diphone", "festival+ked_diphone",
-         "festival+cmu_us_slt_arctic_hts", "festival+cmu_us_awb_cg", "festival+cmu_us_rms_cg", "festival+rab_diphone"]
+EXTRA = [
+    "flite+kal16",
+    "flite+awb",
+    "flite+rms",
+    "flite+slt",
+    "festival+kal_diphone",
+    "festival+ked_diphone",
+    "festival+cmu_us_slt_arctic_hts",
+    "festival+cmu_us_awb_cg",
+    "festival+cmu_us_rms_cg",
+    "festival+rab_diphone",
+]
 
 
 def test_split_voices_keeps_extra_voices_speaker_disjoint():
@@ -158,12 +175,14 @@ def _nothing_installed(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda *a, **k: None)  # as on a machine without flite and festival
 
 
-def test_auto_without_extra_engines_is_espeak_only(tmp_path, monkeypatch, capsys):
+def test_auto_without_extra_engines_is_espeak_only(tmp_path, monkeypatch, caplog):
     import inspect
     import json
 
     import asr_kd.data.synth as synth
+    import asr_kd.data.synth_voices as synth_voices
 
+    caplog.set_level(logging.INFO, logger="asr_kd")
     assert inspect.signature(synthesize_corpus).parameters["extra_voices"].default == "auto"
     _nothing_installed(monkeypatch)
     out = tmp_path / "c"
@@ -173,10 +192,11 @@ def test_auto_without_extra_engines_is_espeak_only(tmp_path, monkeypatch, capsys
     voices = [v for vs in meta["options"]["voices"].values() for v in vs]
     assert voices and all(v.split("+")[0] not in ("flite", "festival") for v in voices)
     # the same corpus as extra_voices=False: already complete, nothing to do
+    caplog.clear()
     synthesize_corpus(out, "tiny", seed=1, utterances=(3, 1, 1), jobs=1, progress=True, extra_voices=False)
-    assert "already complete" in capsys.readouterr().out
+    assert "already complete" in caplog.text
     # once a voice is installed, "auto" gives other options: the corpus is not taken as complete
-    monkeypatch.setattr(synth, "festival_voices", lambda: ["festival+kal_diphone"])
+    monkeypatch.setattr(synth_voices, "festival_voices", lambda: ["festival+kal_diphone"])
     opts = synth_options("tiny", seed=1, utterances=(3, 1, 1))
     assert opts.extra_voices == ["festival+kal_diphone"] and not synth.is_complete(out, opts)
     assert synth.is_complete(out, synth_options("tiny", seed=1, utterances=(3, 1, 1), extra_voices=False))
@@ -221,7 +241,7 @@ def test_extra_voices_same_seed_same_bytes(tmp_path, monkeypatch):
 
     # few espeak-ng voices, so that the installed extra voices are picked
     monkeypatch.setattr(synth, "available_voices", lambda: ["en-us+m1", "en-us+m3", "en-us+m6"])
-    kw = dict(utterances=(8, 3, 3), noise_prob=0.5, progress=False)
+    kw: dict[str, Any] = dict(utterances=(8, 3, 3), noise_prob=0.5, progress=False)
     synthesize_corpus(tmp_path / "a", "tiny", seed=2, jobs=2, **kw)
     synthesize_corpus(tmp_path / "b", "tiny", seed=2, jobs=1, **kw)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")

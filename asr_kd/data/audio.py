@@ -27,6 +27,7 @@ import torch
 import torchaudio.transforms as T
 
 from ..errors import UserError
+from ..io import write_atomic
 
 #: The sample rate every model in the project sees.
 SAMPLE_RATE = 16000
@@ -103,7 +104,9 @@ def check_audio(path: str | os.PathLike) -> AudioInfo:
     info = audio_info(path)
     short = _wav_shortfall(path)
     if short:
-        raise AudioError(f"{path}: truncated: the WAV header declares {short[0]} bytes of audio, the file holds {short[1]}")
+        raise AudioError(
+            f"{path}: truncated: the WAV header declares {short[0]} bytes of audio, the file holds {short[1]}"
+        )
     if info.frames == 0:
         raise AudioError(f"{path}: zero-length audio (the header is valid but holds no samples)")
     return info
@@ -118,7 +121,9 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     info = audio_info(path)
     short = _wav_shortfall(path)
     if short:
-        raise AudioError(f"{path}: truncated: the WAV header declares {short[0]} bytes of audio, the file holds {short[1]}")
+        raise AudioError(
+            f"{path}: truncated: the WAV header declares {short[0]} bytes of audio, the file holds {short[1]}"
+        )
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as err:
@@ -166,7 +171,7 @@ def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
 
 
 def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
-    """Write ``samples`` (frames or frames x channels) to ``path``: a temporary name, then ``os.replace``.
+    """Write ``samples`` (frames or frames x channels) to ``path`` atomically (:func:`asr_kd.io.write_atomic`).
 
     The format follows the extension (.wav, .flac, .ogg).
     """
@@ -174,9 +179,6 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, 
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(f"{path}: cannot write audio with extension {path.suffix!r}; use .wav or .flac")
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()  # encoding in memory is ~10x faster than libsndfile writing to a file
     sf.write(buf, samples, sample_rate, format=fmt, subtype="VORBIS" if fmt == "OGG" else subtype)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buf.getvalue()))

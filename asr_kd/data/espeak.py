@@ -31,14 +31,21 @@ _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 
 #: English accents shipped with espeak-ng 1.52 (language names accepted by SetVoiceByName).
 ACCENTS: tuple[str, ...] = (
-    "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+    "en-us",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
 )
 #: Voice variants ("+name") that sound clearly different and stay intelligible.
-VARIANTS: tuple[str, ...] = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
-    "klatt", "klatt2", "klatt3", "klatt4", "Andy", "Annie", "aunty", "boris", "david", "ed",
-    "grandpa", "iven", "john", "linda", "max", "michel", "norbert", "paul", "quincy", "rob",
-    "robert", "steph", "travis", "victor", "zac", "adam", "Alex", "Lee",
+VARIANTS: tuple[str, ...] = tuple(
+    (
+        "m1 m2 m3 m4 m5 m6 m7 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 Andy Annie aunty boris david ed "
+        "grandpa iven john linda max michel norbert paul quincy rob robert steph travis victor zac adam "
+        "Alex Lee"
+    ).split()
 )
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
@@ -52,11 +59,11 @@ def _libc_srand(seed: int) -> None:
             _LIBC = ctypes.CDLL(None)
         except OSError:  # pragma: no cover
             _LIBC = False
-    if _LIBC:
+    if isinstance(_LIBC, ctypes.CDLL):
         _LIBC.srand(ctypes.c_uint(seed))
 
 
-_LIBC = None
+_LIBC: ctypes.CDLL | bool | None = None
 
 
 class EspeakError(RuntimeError):
@@ -79,8 +86,14 @@ def _load(library: str, data: str) -> ctypes.CDLL:
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_Synth.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-        ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
     ]
     lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
     if hasattr(lib, "espeak_ng_SetRandSeed"):
@@ -108,6 +121,7 @@ class Espeak:
 
     def __init__(self, private: bool = False, library: str | None = None, data: str | None = None) -> None:
         self._tmpdir: str | None = None
+        self._lib: ctypes.CDLL | None
         if private or Espeak._shared_lib is None:
             try:
                 import espeakng_loader
@@ -157,7 +171,12 @@ class Espeak:
         self.close()
 
     def synth(
-        self, text: str, voice: str = "en-us", rate: int = 170, pitch: int = 50, pitch_range: int = 50,
+        self,
+        text: str,
+        voice: str = "en-us",
+        rate: int = 170,
+        pitch: int = 50,
+        pitch_range: int = 50,
         seed: int = 0,
     ) -> tuple[np.ndarray, int]:
         """Speak ``text`` with ``voice`` ("accent" or "accent+variant"); return (int16 samples, rate).
@@ -167,6 +186,8 @@ class Espeak:
         same samples whatever was spoken before.
         """
         lib = self._lib
+        if lib is None:
+            raise EspeakError("this private copy of espeak-ng was closed; make a new Espeak()")
         if hasattr(lib, "espeak_ng_SetRandSeed"):
             lib.espeak_ng_SetRandSeed(int(seed) & 0x7FFFFFFF)
         _libc_srand(int(seed) & 0x7FFFFFFF)

@@ -1,8 +1,9 @@
 """The shared front end: 80-dim log-Mel filterbanks, global mean/variance normalisation, SpecAugment.
 
-Teachers and students use one :class:`FrontEnd`; the number of frames depends only on the
-number of samples (:func:`num_frames`), never on augmentation, so frame ``t`` of a
-teacher's view is frame ``t`` of a student's. SpecAugment masks values (time and frequency
+Teachers and students use one :class:`FrontEnd` (waveforms in) or one :class:`FeatureNorm`
+(stored features in; the front end normalises and masks through it too). The number of
+frames depends only on the number of samples (:func:`num_frames`), never on augmentation,
+so frame ``t`` of a teacher's view is frame ``t`` of a student's. SpecAugment masks values (time and frequency
 bands, set to 0 = the normalised mean) and never warps or drops frames.
 
 Example
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..io import write_text
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,11 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class SpecAugmentConfig:
-    """SpecAugment masking (Park et al. 2019) without time warping."""
+    """SpecAugment masking (Park et al. 2019) without time warping.
+
+    Each utterance gets ``freq_masks`` bands of up to ``freq_width`` mel channels and
+    ``time_masks`` spans of up to ``time_width`` frames set to 0 (the normalised mean).
+    """
 
     freq_masks: int = 2
     freq_width: int = 15
@@ -70,8 +77,13 @@ class Fbank(nn.Module):
         from speechbrain.lobes.features import Fbank as SBFbank
 
         self.config = config
-        self.fbank = SBFbank(sample_rate=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-                             win_length=config.win_ms, hop_length=config.hop_ms)
+        self.fbank = SBFbank(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            win_length=config.win_ms,
+            hop_length=config.hop_ms,
+        )
 
     @torch.no_grad()
     def forward(self, wavs: torch.Tensor) -> torch.Tensor:
@@ -88,6 +100,9 @@ class GlobalCMVN(nn.Module):
     >>> cmvn.finalize(); cmvn.mean.tolist()
     [2.0, 3.0, 4.0]
     """
+
+    mean: torch.Tensor  #: buffers (saved with the module)
+    std: torch.Tensor
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -118,10 +133,7 @@ class GlobalCMVN(nn.Module):
         return (feats - self.mean) / self.std
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist(), "frames": self._n}))
-        os.replace(tmp, path)
+        write_text(path, json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist(), "frames": self._n}))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GlobalCMVN:
@@ -133,8 +145,12 @@ class GlobalCMVN(nn.Module):
         return c
 
 
-def spec_augment(feats: torch.Tensor, frames: torch.Tensor, config: SpecAugmentConfig = SpecAugmentConfig(),
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def spec_augment(
+    feats: torch.Tensor,
+    frames: torch.Tensor,
+    config: SpecAugmentConfig = SpecAugmentConfig(),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Mask random frequency bands and time spans of ``(B, F, D)`` features (a copy); shape unchanged."""
     out = feats.clone()
     B, _, D = out.shape
@@ -143,13 +159,71 @@ def spec_augment(feats: torch.Tensor, frames: torch.Tensor, config: SpecAugmentC
         for _ in range(config.freq_masks):
             w = int(torch.randint(0, config.freq_width + 1, (1,), generator=generator))
             f0 = int(torch.randint(0, max(1, D - w + 1), (1,), generator=generator))
-            out[b, :n, f0:f0 + w] = 0.0
+            out[b, :n, f0 : f0 + w] = 0.0
         max_w = min(config.time_width, int(config.max_time_ratio * n))
         for _ in range(config.time_masks):
             w = int(torch.randint(0, max_w + 1, (1,), generator=generator))
             t0 = int(torch.randint(0, max(1, n - w + 1), (1,), generator=generator))
-            out[b, t0:t0 + w, :] = 0.0
+            out[b, t0 : t0 + w, :] = 0.0
     return out
+
+
+def cmvn_from_features(feats: Mapping[str, torch.Tensor]) -> GlobalCMVN:
+    """Global per-dimension mean and variance over every frame of the (train) features.
+
+    ``feats`` maps utterance IDs to ``(frames, n_mels)`` features, as stored by the recipe;
+    this is the one way CMVN is computed.
+
+    >>> cmvn = cmvn_from_features({"a": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b": torch.tensor([[5.0, 6.0]])})
+    >>> cmvn.mean.tolist(), cmvn._n
+    ([3.0, 4.0], 3)
+    """
+    values = list(feats.values())
+    cmvn = GlobalCMVN(values[0].shape[1])
+    for start in range(0, len(values), 256):
+        chunk = [v.float() for v in values[start : start + 256]]
+        lengths = torch.tensor([len(v) for v in chunk])
+        cmvn.accumulate(nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths)
+    cmvn.finalize()
+    return cmvn
+
+
+class FeatureNorm(nn.Module):
+    """``(feats, lengths, augment) -> feats``: train-set normalisation, then SpecAugment when asked.
+
+    Padded frames are set to 0 after normalisation; the frame count never changes. The one
+    normalise-and-mask step of the project: :class:`FrontEnd` uses it on waveforms, the
+    recipes on stored features.
+
+    Args:
+        cmvn: global normalisation (:func:`cmvn_from_features`); ``None`` leaves the values as they are.
+        augment: SpecAugment settings applied when ``forward(..., augment=True)``; ``None`` turns it off.
+
+    >>> norm = FeatureNorm(GlobalCMVN(2), augment=None)
+    >>> norm(torch.ones(1, 3, 2), torch.tensor([2])).tolist()
+    [[[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]]
+    """
+
+    def __init__(self, cmvn: GlobalCMVN | None, augment: SpecAugmentConfig | None = SpecAugmentConfig()) -> None:
+        super().__init__()
+        self.cmvn = cmvn
+        self.augment = augment
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        feats = feats.float()
+        if self.cmvn is not None:
+            feats = self.cmvn(feats)
+        mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
+        feats = feats * mask[..., None]
+        if augment and self.augment is not None:
+            feats = spec_augment(feats, lengths.cpu(), self.augment, generator)
+        return feats
 
 
 class FrontEnd(nn.Module):
@@ -157,63 +231,26 @@ class FrontEnd(nn.Module):
 
     Args:
         config: the features.
-        cmvn: global normalisation (from :func:`compute_cmvn`); ``None`` leaves features as they are.
+        cmvn: global normalisation (from :func:`cmvn_from_features`); ``None`` leaves features as they are.
         augment: SpecAugment settings used in training mode; ``None`` turns it off.
     """
 
-    def __init__(self, config: FeatureConfig = FeatureConfig(), cmvn: GlobalCMVN | None = None,
-                 augment: SpecAugmentConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: FeatureConfig = FeatureConfig(),
+        cmvn: GlobalCMVN | None = None,
+        augment: SpecAugmentConfig | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.fbank = Fbank(config)
-        self.cmvn = cmvn
-        self.augment = augment
+        self.norm = FeatureNorm(cmvn, augment)
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:
         return torch.div(lengths, self.config.hop, rounding_mode="floor") + 1
 
-    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.fbank(wavs)
+    def forward(
+        self, wavs: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         frames = self.frames(lengths)
-        mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None].to(feats.device)
-        if self.cmvn is not None:
-            feats = self.cmvn(feats)
-        feats = feats * mask[..., None]  # padded frames are exactly 0
-        if self.training and self.augment is not None:
-            feats = spec_augment(feats, frames, self.augment, generator)
-        return feats, frames
-
-
-def compute_cmvn(wav_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                 config: FeatureConfig = FeatureConfig()) -> GlobalCMVN:
-    """Global mean/variance over ``(wavs, lengths)`` batches of the train set."""
-    fb = Fbank(config)
-    cmvn = GlobalCMVN(config.n_mels)
-    for wavs, lengths in wav_batches:
-        feats = fb(wavs)
-        cmvn.accumulate(feats, torch.div(lengths, config.hop, rounding_mode="floor") + 1)
-    cmvn.finalize()
-    return cmvn
-
-
-def cmvn_from_manifest(manifest, config: FeatureConfig = FeatureConfig(), batch_size: int = 16,
-                       max_utterances: int | None = None) -> GlobalCMVN:
-    """Global mean/variance over the train manifest's audio (a path or a list of entries).
-
-    ``max_utterances`` takes an evenly spaced subset (statistics converge long before a
-    big corpus is read through).
-    """
-    from .audio import collate_audio, load_audio
-    from .manifest import load_manifest
-
-    entries = load_manifest(manifest, check_audio=False) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
-    if max_utterances and len(entries) > max_utterances:
-        step = len(entries) / max_utterances
-        entries = [entries[int(i * step)] for i in range(max_utterances)]
-
-    def batches():
-        for i in range(0, len(entries), batch_size):
-            yield collate_audio([load_audio(e.wav, config.sample_rate) for e in entries[i:i + batch_size]])
-
-    return compute_cmvn(batches(), config)
+        return self.norm(self.fbank(wavs), frames, augment=self.training, generator=generator), frames

@@ -15,10 +15,10 @@ text without one is refused with :class:`FestivalError`.
 
 Example
 -------
->>> from asr_kd.data.festival import festival_voices, festival_synth
->>> voices = festival_voices()         # [] when festival is not installed
->>> if voices:                         # doctest: +SKIP
-...     wav, sr = festival_synth("hello world", "kal_diphone", rate=170, pitch=50)
+>>> from asr_kd.data.festival import festival_synth, speakable
+>>> speakable("-- ... hello,   world"), speakable("!!!")   # festival crashes on the text before
+('hello, world', '')
+>>> wav, sr = festival_synth("hello world", "kal_diphone", rate=170, pitch=50)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ def festival_english_voices() -> list[str]:
     if _installed() is None:
         return []
     festival = shutil.which("festival")
-    return [name for name, folder in _voice_locations(festival)
-            if Path(folder.rstrip("/")).parent.name.lower() in ENGLISH_DIRS]
+    return [
+        name
+        for name, folder in _voice_locations(festival)
+        if Path(folder.rstrip("/")).parent.name.lower() in ENGLISH_DIRS
+    ]
 
 
 def festival_voices() -> list[str]:
@@ -98,7 +101,7 @@ def festival_missing() -> str:
 def speakable(text: str) -> str:
     """``text`` from its first ASCII letter or digit on ("" when it has none)."""
     m = _FIRST_WORD.search(text)
-    return " ".join(text[m.start():].split()) if m else ""
+    return " ".join(text[m.start() :].split()) if m else ""
 
 
 def festival_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> tuple[np.ndarray, int]:
@@ -121,8 +124,10 @@ def festival_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> t
         raise FestivalError(f"festival voice {voice!r}: not a voice name (letters, digits and _ only)")
     spoken = speakable(text)
     if not spoken:
-        raise FestivalError(f"festival voice {voice!r} cannot speak {text[:40]!r}: it has no ASCII letter or "
-                            "digit (festival crashes on such text); remove that line or use --extra-voices no")
+        raise FestivalError(
+            f"festival voice {voice!r} cannot speak {text[:40]!r}: it has no ASCII letter or "
+            "digit (festival crashes on such text); remove that line or use --extra-voices no"
+        )
     stretch = 170.0 / max(60, int(rate))
     f0_scale = 0.7 + 0.006 * int(pitch)
     setup = [
@@ -134,7 +139,7 @@ def festival_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> t
         " (car (cdr (assoc 'target_f0_mean int_lr_params))))) int_lr_params)))",
         # HTS voices: speed factor
         "(if (symbol-bound? 'hts_engine_params)"
-        f" (set! hts_engine_params (append hts_engine_params (list (list \"-r\" {1.0 / stretch:.4f})))))",
+        f' (set! hts_engine_params (append hts_engine_params (list (list "-r" {1.0 / stretch:.4f})))))',
     ]
     fd, path = tempfile.mkstemp(suffix=".wav")
     os.close(fd)
@@ -146,8 +151,10 @@ def festival_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> t
         err = res.stderr.decode("utf-8", "replace").strip()
         if res.returncode != 0 or "SIOD ERROR" in err or os.path.getsize(path) == 0:
             if "voice_" in err and "unbound" in err:
-                raise FestivalError(f"festival has no voice {voice!r}; installed English voices: "
-                                    f"{', '.join(festival_english_voices()) or 'none'} (apt-get install {APT_VOICES})")
+                raise FestivalError(
+                    f"festival has no voice {voice!r}; installed English voices: "
+                    f"{', '.join(festival_english_voices()) or 'none'} (apt-get install {APT_VOICES})"
+                )
             why = f"exit code {res.returncode}" + (" (crashed)" if res.returncode < 0 or res.returncode == 139 else "")
             raise FestivalError(f"festival voice {voice!r} failed on {spoken[:40]!r}: {why}: {err[-300:]}")
         wav, sr = sf.read(path, dtype="int16")

@@ -6,10 +6,10 @@ never read as an option; text without one (flite would say nothing) is refused.
 
 Example
 -------
->>> from asr_kd.data.flite import flite_voices, flite_synth
->>> voices = flite_voices()            # [] when flite is not installed
->>> if voices:                         # doctest: +SKIP
-...     wav, sr = flite_synth("hello world", "slt", rate=170, pitch=50)
+>>> from asr_kd.data.flite import FLITE_VOICES, flite_synth
+>>> sorted(FLITE_VOICES)               # flite_voices() lists them when the command is installed
+['awb', 'kal16', 'rms', 'slt']
+>>> wav, sr = flite_synth("hello world", "slt", rate=170, pitch=50)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ def flite_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> tupl
         raise FliteError(f"flite voice {voice!r}: {flite_missing()}")
     spoken = speakable(text)  # never starts with "-", so the command line cannot read it as an option
     if not spoken:
-        raise FliteError(f"flite voice {voice!r} cannot speak {text[:40]!r}: it has no ASCII letter or digit "
-                         "(flite would say nothing); remove that line or use --extra-voices no")
+        raise FliteError(
+            f"flite voice {voice!r} cannot speak {text[:40]!r}: it has no ASCII letter or digit "
+            "(flite would say nothing); remove that line or use --extra-voices no"
+        )
     text = spoken
     stretch = 170.0 / max(60, rate)
     f0 = FLITE_VOICES.get(voice, 120.0) * (0.7 + 0.006 * pitch)
@@ -64,9 +66,22 @@ def flite_synth(text: str, voice: str, rate: int = 170, pitch: int = 50) -> tupl
     os.close(fd)
     try:
         subprocess.run(
-            ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}",
-             "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", path],
-            check=True, capture_output=True, timeout=120,
+            [
+                "flite",
+                "-voice",
+                voice,
+                "--setf",
+                f"duration_stretch={stretch:.3f}",
+                "--setf",
+                f"int_f0_target_mean={f0:.1f}",
+                "-t",
+                text,
+                "-o",
+                path,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         wav, sr = sf.read(path, dtype="int16")
     except (OSError, subprocess.SubprocessError, RuntimeError) as err:

@@ -32,6 +32,7 @@ from importlib import resources
 from .text import normalise_text
 
 _NUMBERS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve", "twenty"]
+_HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def load_vocabulary(name: str = "words_en.txt") -> dict[str, list]:
     """Parse the shipped word list into ``{class: [str | Noun | Verb]}``."""
     text = resources.files("asr_kd.data").joinpath(name).read_text(encoding="utf-8")
     classes: dict[str, list] = {}
-    current = None
+    current = ""
+    word: str | Noun | Verb
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -177,11 +179,19 @@ class SentenceGenerator:
         """A noun phrase and whether it is plural (for verb agreement)."""
         r = self.rng
         if cls is None:
-            cls = r.choice(["person", "person", "animal", "name", "pronoun"] if subject else ["thing", "thing", "animal", "person", "food"])
+            cls = r.choice(
+                ["person", "person", "animal", "name", "pronoun"]
+                if subject
+                else ["thing", "thing", "animal", "person", "food"]
+            )
         if cls == "name":
             return self._pick("name"), False
         if cls == "pronoun":
-            p = r.choice(["i", "you", "he", "she", "we", "they", "it"] if subject else ["me", "you", "him", "her", "us", "them", "it"])
+            p = r.choice(
+                ["i", "you", "he", "she", "we", "they", "it"]
+                if subject
+                else ["me", "you", "him", "her", "us", "them", "it"]
+            )
             return p, p in ("you", "we", "they", "i")
         plural = self._chance(0.3)
         np_ = self._det_np(self._pick(cls), plural)
@@ -202,12 +212,22 @@ class SentenceGenerator:
 
     def time_phrase(self) -> str:
         r = self.rng
-        return r.choice([
-            f"on {self._pick('weekday')}", f"last {self._pick('weekday')}", f"next {self._pick('weekday')}",
-            f"in the {self._pick('time').sg}", f"every {self._pick('time').sg}", "after lunch",
-            "at night", "before breakfast", "after dinner", f"{r.choice(_NUMBERS)} days ago", "this morning",
-            f"at {r.choice(['one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven'])} o'clock",
-        ])
+        return r.choice(
+            [
+                f"on {self._pick('weekday')}",
+                f"last {self._pick('weekday')}",
+                f"next {self._pick('weekday')}",
+                f"in the {self._pick('time').sg}",
+                f"every {self._pick('time').sg}",
+                "after lunch",
+                "at night",
+                "before breakfast",
+                "after dinner",
+                f"{r.choice(_NUMBERS)} days ago",
+                "this morning",
+                f"at {r.choice(_HOURS)} o'clock",
+            ]
+        )
 
     def verb_phrase(self, subj: str, plural: bool, tense: str) -> str:
         """A predicate for ``subj`` in ``tense``: past, present, future, progressive, modal, perfect."""
@@ -231,7 +251,9 @@ class SentenceGenerator:
                 be = "was" if (third or subj == "i") else "were"
             head = be + (" not " if neg else " ") + verb.ing
         else:  # modal
-            head = r.choice(["can", "could", "should", "might", "must", "would"]) + (" not " if neg else " ") + verb.base
+            head = (
+                r.choice(["can", "could", "should", "might", "must", "would"]) + (" not " if neg else " ") + verb.base
+            )
         parts = [head]
         if transitive:
             parts.append(self.object_phrase(verb))

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import UserError
+from ..io import write_atomic, write_json, write_text
+from .manifest import load_manifest
+from .validate import DEFAULT_CHARSET
 
 BLANK = "<blank>"
 
@@ -59,8 +62,6 @@ class CharTokenizer:
     def train(cls, texts: Iterable[str]) -> CharTokenizer:
         """Every character of the texts plus the normaliser's English alphabet (A-Z, ', space),
         so a letter that happens to be missing from the train text still encodes elsewhere."""
-        from .validate import DEFAULT_CHARSET
-
         return cls(sorted({c for t in texts for c in t} | DEFAULT_CHARSET))
 
     def encode(self, text: str) -> list[int]:
@@ -76,7 +77,7 @@ class CharTokenizer:
         return {c for c in text if c not in self.index}
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write(Path(path), json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False))
+        write_text(path, json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False))
         self.path = Path(path)
 
 
@@ -113,17 +114,8 @@ class SentencePieceTokenizer:
         return {c for c in text if c not in self.charset}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _texts(source) -> list[str]:
     if isinstance(source, (str, os.PathLike)):
-        from .manifest import load_manifest
-
         return [e.wrd for e in load_manifest(source, check_audio=False)]
     return [t for t in source]
 
@@ -154,8 +146,12 @@ def train_tokenizer(
         raise TokenizerError("no transcripts to train the tokenizer on")
     out = Path(out_dir)
     digest = hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()
-    meta = {"kind": kind, "vocab_size": vocab_size if kind != "char" else None, "text_sha1": digest,
-            "character_coverage": character_coverage}
+    meta = {
+        "kind": kind,
+        "vocab_size": vocab_size if kind != "char" else None,
+        "text_sha1": digest,
+        "character_coverage": character_coverage,
+    }
     meta_path = out / "tokenizer.json"
     model_path = out / ("tokenizer.chars.json" if kind == "char" else "tokenizer.model")
     if meta_path.exists() and model_path.exists():
@@ -169,24 +165,39 @@ def train_tokenizer(
     other = out / ("tokenizer.model" if kind == "char" else "tokenizer.chars.json")
     other.unlink(missing_ok=True)
     if kind == "char":
-        tok: Tokenizer = CharTokenizer.train(texts)
-        tok.save(model_path)
+        chars = CharTokenizer.train(texts)
+        chars.save(model_path)
+        tok: Tokenizer = chars
     else:
         import sentencepiece as spm
 
         prefix = out / f".tokenizer.{os.getpid()}"
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(texts), model_prefix=str(prefix), vocab_size=vocab_size, model_type=kind,
-                character_coverage=character_coverage, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-                hard_vocab_limit=False, num_threads=1, shuffle_input_sentence=False, minloglevel=2,
+                sentence_iterator=iter(texts),
+                model_prefix=str(prefix),
+                vocab_size=vocab_size,
+                model_type=kind,
+                character_coverage=character_coverage,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                unk_id=0,
+                hard_vocab_limit=False,
+                num_threads=1,
+                shuffle_input_sentence=False,
+                minloglevel=2,
             )
         except RuntimeError as err:
             raise TokenizerError(f"sentencepiece could not train ({err}); try a smaller vocab_size") from err
-        os.replace(f"{prefix}.model", model_path)
-        Path(f"{prefix}.vocab").unlink(missing_ok=True)
+        trained = Path(f"{prefix}.model")
+        try:  # move the trained model into place through the one atomic writer (bytes, then a rename)
+            write_atomic(model_path, lambda tmp: tmp.write_bytes(trained.read_bytes()))
+        finally:
+            trained.unlink(missing_ok=True)
+            Path(f"{prefix}.vocab").unlink(missing_ok=True)
         tok = SentencePieceTokenizer(model_path)
-    _atomic_write(meta_path, json.dumps(meta, indent=1))
+    write_json(meta_path, meta)
     return tok
 
 
@@ -201,7 +212,9 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         if kind in ("char", "unigram", "bpe"):
             name = "tokenizer.chars.json" if kind == "char" else "tokenizer.model"
             if not (p / name).exists():
-                raise TokenizerError(f"{p}: tokenizer.json names a {kind} tokenizer but {name} is missing; train it again")
+                raise TokenizerError(
+                    f"{p}: tokenizer.json names a {kind} tokenizer but {name} is missing; train it again"
+                )
             return load_tokenizer(p / name)
         for name in ("tokenizer.model", "tokenizer.chars.json"):
             if (p / name).exists():

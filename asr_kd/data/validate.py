@@ -10,13 +10,17 @@ resampled / downmixed on load. A manifest without rows is an error of the whole 
 
 Example
 -------
+>>> import os, tempfile
 >>> from asr_kd.data.validate import validate_manifest
->>> report = validate_manifest("data/train.csv")            # doctest: +SKIP
->>> print(report.format())                                  # doctest: +SKIP
-data/train.csv: 1200 rows, 2 errors in 2 rows, 1 note
-  row 17 (line 18, ID 'spk3-0017'): audio file not found: data/wav/spk3-0017.wav
-      fix: correct the wav path, or remove the row
-...
+>>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+>>> _ = open(path, "w").write("ID,duration,wav,spk_id,wrd\\nu1,1.0,$data_root/missing.wav,s1,HELLO 42\\n")
+>>> report = validate_manifest(path)
+>>> report.ok, [p.message for p in report.errors]
+(False, ["characters the tokenizer cannot encode: '2' '4'", 'audio file not found: $data_root/missing.wav'])
+>>> print(report.format())  # doctest: +ELLIPSIS
+/.../train.csv: 1 rows, 2 error(s) in 1 row(s), 0 note(s)
+  row 1 (line 2, ID 'u1'): characters the tokenizer cannot encode: '2' '4'
+      fix: normalise the text ...
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audio import SAMPLE_RATE, AudioError, audio_info, read_audio
-from .manifest import REQUIRED, Entry, read_manifest_raw
+from .manifest_io import REQUIRED, Entry, read_manifest_raw
 
 #: Characters a transcript may hold when no tokenizer is given, besides the letters of
 #: :func:`default_unknown_chars`: apostrophe and space.
@@ -46,6 +50,7 @@ def default_unknown_chars(text: str) -> set[str]:
     ['!', '1', 'x']
     """
     return {c for c in text if c not in DEFAULT_CHARSET and not (c.isalpha() and c.upper() == c)}
+
 
 #: How far the manifest's duration may be from the audio's before it is called wrong (seconds).
 DURATION_TOLERANCE = 0.1
@@ -117,15 +122,23 @@ def _check_audio(e: Entry, sample_rate: int) -> list[tuple[str, str, str]]:
     if not e.wav:
         return [("error", "the wav field is empty", "give the path of the audio file")]
     if not os.path.exists(e.wav):
-        fix = ("correct the wav path ($data_root is the manifest's folder; other relative paths are taken "
-               "from the current directory), or remove the row")
+        fix = (
+            "correct the wav path ($data_root is the manifest's folder; other relative paths are taken "
+            "from the current directory), or remove the row"
+        )
         return [("error", f"audio file not found: {e.raw_wav or e.wav}", fix)]
     if os.path.isdir(e.wav):
         return [("error", f"wav names a folder, not a file: {e.wav}", "point wav at the audio file")]
     try:
         info = audio_info(e.wav)
     except AudioError as err:
-        return [("error", f"not an audio file that can be read: {err}", "replace the file with WAV/FLAC/OGG audio, or remove the row")]
+        return [
+            (
+                "error",
+                f"not an audio file that can be read: {err}",
+                "replace the file with WAV/FLAC/OGG audio, or remove the row",
+            )
+        ]
     try:
         data, _ = read_audio(e.wav)
         frames = data.shape[0]
@@ -135,8 +148,13 @@ def _check_audio(e: Entry, sample_rate: int) -> list[tuple[str, str, str]]:
         return [("error", f"zero-length audio: {e.wav} holds no samples", "re-create the recording, or remove the row")]
     actual = frames / info.sample_rate
     if _good_duration(e.duration) and abs(e.duration - actual) > DURATION_TOLERANCE:
-        out.append(("error", f"wrong duration: the manifest says {e.duration:g} s, the audio lasts {actual:.3f} s",
-                    f"set duration to {actual:.3f}"))
+        out.append(
+            (
+                "error",
+                f"wrong duration: the manifest says {e.duration:g} s, the audio lasts {actual:.3f} s",
+                f"set duration to {actual:.3f}",
+            )
+        )
     if not _good_duration(e.duration):
         # the duration field itself is reported elsewhere; give the right value in the fix
         out.append(("hint", f"{actual:.3f}", ""))
@@ -173,21 +191,27 @@ def validate_manifest(
     raw = read_manifest_raw(path, data_root)
     report = Report(Path(path), raw.entries, file_errors=list(raw.file_errors))
     if not raw.entries and not report.file_errors:
-        report.file_errors.append(f"{path}: no rows (only a header, or nothing); a manifest needs at least one utterance")
+        report.file_errors.append(
+            f"{path}: no rows (only a header, or nothing); a manifest needs at least one utterance"
+        )
     if not raw.entries or any(c not in raw.columns for c in REQUIRED):
         return report  # the file-level error says it all; no point in checking rows
     add = report.problems.append
     first_row: dict[str, int] = {}
     for e in raw.entries:
+
         def p(msg: str, fix: str, sev: str = "error", e: Entry = e) -> None:
             add(Problem(e.row, e.line, e.id, msg, fix, sev))
 
         if e.parse_error:
-            p(e.parse_error, "quote fields that contain commas (\"a, b\"), or add the missing fields")
+            p(e.parse_error, 'quote fields that contain commas ("a, b"), or add the missing fields')
         if not e.id:
             p("empty ID", "give every row a unique ID")
         elif e.id in first_row:
-            p(f"duplicate ID {e.id!r} (first used in row {first_row[e.id]})", "make IDs unique, e.g. append the speaker or a counter")
+            p(
+                f"duplicate ID {e.id!r} (first used in row {first_row[e.id]})",
+                "make IDs unique, e.g. append the speaker or a counter",
+            )
         else:
             first_row[e.id] = e.row
         if not e.spk_id:
@@ -201,11 +225,15 @@ def validate_manifest(
             if bad:
                 shown = " ".join(repr(c) for c in sorted(bad))
                 if tokenizer is not None:
-                    fix = ("normalise the text (asr-kd prepare csv ... normalises case, punctuation and digits) "
-                           "or train the tokenizer on text that has these characters")
+                    fix = (
+                        "normalise the text (asr-kd prepare csv ... normalises case, punctuation and digits) "
+                        "or train the tokenizer on text that has these characters"
+                    )
                 else:
-                    fix = ("normalise the text (asr-kd prepare csv ... upper-cases it, spells digits, removes "
-                           "punctuation), or pass --tokenizer with a tokenizer trained on this text")
+                    fix = (
+                        "normalise the text (asr-kd prepare csv ... upper-cases it, spells digits, removes "
+                        "punctuation), or pass --tokenizer with a tokenizer trained on this text"
+                    )
                 p(f"characters the tokenizer cannot encode: {shown}", fix)
         if e.duration is None:
             p(f"duration {e.raw_duration!r} is not a number", "write the duration in seconds")
@@ -220,14 +248,18 @@ def validate_manifest(
             results = pool.map(lambda e: _check_audio(e, sample_rate), rows)
             if progress is not None:
                 results = progress(results, total=len(rows), desc="checking audio", unit="file")
-            for found, e in zip(results, rows):
+            for found, e in zip(results, rows, strict=True):
                 hint = next((m for s, m, _ in found if s == "hint"), None)
                 for sev, msg, fix in found:
                     if sev != "hint":
                         add(Problem(e.row, e.line, e.id, msg, fix, sev))
                 if hint is not None:
                     for prob in report.problems:
-                        if prob.row == e.row and "duration" in prob.message and prob.fix.startswith("write the duration"):
+                        if (
+                            prob.row == e.row
+                            and "duration" in prob.message
+                            and prob.fix.startswith("write the duration")
+                        ):
                             prob.fix = f"set duration to {hint} (the audio's length in seconds)"
     report.problems.sort(key=lambda q: (q.row, q.severity != "error"))
     return report
