@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from benchkit import emit_report, median_seconds
 
 from asr_kd.asr.decode import greedy_decode

@@ -25,18 +25,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asr_kd import logs
 from asr_kd.data.synth import synthesize_corpus
 
 
 def main() -> int:
+    logs.setup()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", nargs="+", default=["demo"], choices=["tiny", "demo", "full"])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--reverb", type=float, default=0.0)
-    ap.add_argument("--extra-voices", default="auto", choices=["auto", "yes", "no"],
-                    help="flite/festival voices: auto (those installed), yes (required), no (espeak-ng only)")
+    ap.add_argument(
+        "--extra-voices",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="flite/festival voices: auto (those installed), yes (required), no (espeak-ng only)",
+    )
     ap.add_argument("--repeats", type=int, default=1, help="runs per preset; the median is reported")
     ap.add_argument("--out", default=None, help="Markdown file to write (default: print only)")
     args = ap.parse_args()
@@ -48,9 +54,16 @@ def main() -> int:
             tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
             try:
                 t0 = time.perf_counter()
-                synthesize_corpus(tmp / "c", preset=preset, seed=args.seed, jobs=args.jobs,
-                                  noise_prob=args.noise, reverb_prob=args.reverb, progress=True,
-                                  extra_voices={"yes": True, "no": False}.get(args.extra_voices, "auto"))
+                synthesize_corpus(
+                    tmp / "c",
+                    preset=preset,
+                    seed=args.seed,
+                    jobs=args.jobs,
+                    noise_prob=args.noise,
+                    reverb_prob=args.reverb,
+                    progress=True,
+                    extra_voices={"yes": True, "no": False}.get(args.extra_voices, "auto"),
+                )
                 walls.append(time.perf_counter() - t0)
                 meta = json.loads((tmp / "c" / "synth.json").read_text())
                 size = sum(p.stat().st_size for p in (tmp / "c").rglob("*") if p.is_file())
@@ -63,12 +76,19 @@ def main() -> int:
         every = [v for vs in meta["options"]["voices"].values() for v in vs]
         flite = sum(v.startswith("flite+") for v in every)
         festival = sum(v.startswith("festival+") for v in every)
-        rows.append(f"| {preset} | {n} | {voices} ({flite} flite, {festival} festival) | {audio / 3600:.2f} h | {wall:.1f} s ({min(walls):.1f}-{max(walls):.1f}) | "
-                    f"**{audio / wall:.0f}x real time** | {args.jobs} | {size / 2**20:.0f} MiB |")
+        rows.append(
+            f"| {preset} | {n} | {voices} ({flite} flite, {festival} festival) | {audio / 3600:.2f} h | "
+            f"{wall:.1f} s ({min(walls):.1f}-{max(walls):.1f}) | "
+            f"**{audio / wall:.0f}x real time** | {args.jobs} | {size / 2**20:.0f} MiB |"
+        )
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    cmd = (f"python tools/bench_synth.py --preset {' '.join(args.preset)} --jobs {args.jobs} --seed {args.seed}"
-           f" --extra-voices {args.extra_voices}" + (f" --repeats {args.repeats}" if args.repeats > 1 else "")
-           + (f" --noise {args.noise}" if args.noise else "") + (f" --reverb {args.reverb}" if args.reverb else ""))
+    cmd = (
+        f"python tools/bench_synth.py --preset {' '.join(args.preset)} --jobs {args.jobs} --seed {args.seed}"
+        f" --extra-voices {args.extra_voices}"
+        + (f" --repeats {args.repeats}" if args.repeats > 1 else "")
+        + (f" --noise {args.noise}" if args.noise else "")
+        + (f" --reverb {args.reverb}" if args.reverb else "")
+    )
     lines = [
         "# Synthetic corpus throughput",
         "",
