@@ -132,3 +132,34 @@ def test_an_ensemble_system_combines_like_the_core(pair):
     mask = torch.arange(lp.shape[1])[None, :] < out_n[:, None]
     torch.testing.assert_close(lp, combine(outs, "geometric", [0.7, 0.3], mask=mask))
     assert isinstance(system, System) and system.parameters == 2 * system.members[0].parameters
+
+
+def test_the_padded_bilstm_is_the_packed_one_on_every_real_frame():
+    torch.manual_seed(0)
+    packed = CTCAcousticModel(AcousticConfig(num_classes=6, n_mels=16, hidden=8, conv_channels=2, dropout=0.0))
+    padded = CTCAcousticModel(
+        AcousticConfig(num_classes=6, n_mels=16, hidden=8, conv_channels=2, dropout=0.0, packed=False)
+    )
+    padded.load_state_dict(packed.state_dict())  # the same weights under the same names
+    assert sorted(padded.state_dict()) == sorted(packed.state_dict())
+    x, n = torch.randn(4, 60, 16), torch.tensor([60, 41, 13, 5])
+    (a, na), (b, nb) = packed(x, n), padded(x, n)
+    assert torch.equal(na, nb)
+    real = torch.arange(a.shape[1])[None, :] < na[:, None]
+    torch.testing.assert_close(a[real], b[real], atol=1e-6, rtol=1e-5)
+    a[real].sum().backward()
+    b[real].sum().backward()
+
+    def lstm_name(name):  # encoder.bwd.1.weight_ih_l0 -> encoder.weight_ih_l1_reverse
+        if not name.startswith(("encoder.fwd.", "encoder.bwd.")):
+            return name
+        _, direction, layer, param = name.split(".")
+        return f"encoder.{param[:-1]}{layer}" + ("_reverse" if direction == "bwd" else "")
+
+    grads = {lstm_name(k): p.grad for k, p in padded.named_parameters()}
+    assert set(grads) == {k for k, _ in packed.named_parameters()}
+    for name, p in packed.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], atol=1e-5, rtol=1e-4)
+    x2 = x.clone()
+    x2[2, 13:] = 100.0  # what lies past an item's end never reaches its frames
+    torch.testing.assert_close(padded(x2, n)[0][2, : nb[2]], b[2, : nb[2]])

@@ -42,7 +42,7 @@ ENSEMBLE_METHODS = ("arithmetic", "geometric")
 #: keyed as they appear in stage fingerprints. Such a value is left out of a fingerprint.
 ADDED_DEFAULTS: dict[str, Any] = {
     "corpus": {"synth": {"extra_voices": False}},  # false: espeak-ng voices only, the corpus before
-    "model": {"encoder": "blstm"},
+    "model": {"encoder": "blstm", "packed": True},
     "ensemble": {"weights": None},
 }
 
@@ -135,6 +135,7 @@ class ModelSettings(Section):
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.1
+    packed: bool = True  #: false: the BiLSTM on padded batches (same function, faster on a CPU)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class ModelSpec:
             layers=m.layers,
             dropout=m.dropout,
             encoder=m.encoder,
+            packed=m.packed,
         )
         return cfg.scaled(self.scale) if self.scale != 1.0 else cfg
 

@@ -43,6 +43,8 @@ class AcousticConfig:
         hidden, layers, dropout: the encoder's widths and depth (as its config reads them;
             dropout also before the output layer).
         encoder: a name of :data:`asr_kd.models.encoders.ENCODERS`.
+        packed: the BiLSTM on packed sequences (``False``: on padded batches; the same
+            function of the same weights, faster on a CPU).
     """
 
     num_classes: int
@@ -52,6 +54,7 @@ class AcousticConfig:
     layers: int = 2
     dropout: float = 0.1
     encoder: str = "blstm"
+    packed: bool = True
 
     @property
     def subsampling(self) -> int:
@@ -59,7 +62,9 @@ class AcousticConfig:
         return 2**CONVS
 
     def encoder_settings(self) -> Any:
-        return encoder_config(self.encoder, hidden=self.hidden, layers=self.layers, dropout=self.dropout)
+        return encoder_config(
+            self.encoder, hidden=self.hidden, layers=self.layers, dropout=self.dropout, packed=self.packed
+        )
 
     def scaled(self, factor: float) -> AcousticConfig:
         """The same architecture with every hidden width times ``factor``."""
