@@ -58,8 +58,10 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
             continue
         m = _PIN.match(line)
         if not m:
-            raise SystemExit(f"{path}:{lineno}: not a 'name==version ; marker' line: {line!r}; "
-                             "regenerate the lock with bash tools/lock.sh")
+            raise SystemExit(
+                f"{path}:{lineno}: not a 'name==version ; marker' line: {line!r}; "
+                "regenerate the lock with bash tools/lock.sh"
+            )
         name, version, marker = m.groups()
         if _marker_holds(marker):
             pins[normalise(name)] = version
@@ -107,9 +109,12 @@ def _check(package: str, use) -> None:
         names = dict.fromkeys(["torch", "torchaudio", package])  # ordered, without repeats
         versions = ", ".join(f"{p} {have.get(p, 'not installed')}" for p in names)
         last = traceback.format_exception_only(type(err), err)[-1].strip()
-        print(f"check_env: {package} does not load in this environment ({versions}): {last}\n"
-              f"  fix: rebuild the environment from the lock: rm -rf .venv && bash tools/test.sh "
-              f"(the lock pins pairs known to load together; see README, 'Install')", file=sys.stderr)
+        print(
+            f"check_env: {package} does not load in this environment ({versions}): {last}\n"
+            f"  fix: rebuild the environment from the lock: rm -rf .venv && bash tools/test.sh "
+            f"(the lock pins pairs known to load together; see README, 'Install')",
+            file=sys.stderr,
+        )
         raise SystemExit(4) from None
 
 
@@ -142,17 +147,22 @@ def check_imports() -> None:
         from flashlight.lib.text.decoder import CriterionType  # noqa: F401
         from torchaudio.models.decoder import ctc_decoder  # noqa: F401
 
-    for package, use in [("torch", use_torch), ("torchaudio", use_torchaudio),
-                         ("speechbrain", use_speechbrain), ("sentencepiece", use_sentencepiece),
-                         ("flashlight-text", use_flashlight)]:
+    for package, use in [
+        ("torch", use_torch),
+        ("torchaudio", use_torchaudio),
+        ("speechbrain", use_speechbrain),
+        ("sentencepiece", use_sentencepiece),
+        ("flashlight-text", use_flashlight),
+    ]:
         _check(package, use)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("check", choices=["versions", "imports"])
-    parser.add_argument("--strict", action="store_true",
-                        help="versions: a package that is not in the lock is an error too (CI)")
+    parser.add_argument(
+        "--strict", action="store_true", help="versions: a package that is not in the lock is an error too (CI)"
+    )
     parser.add_argument("--lock", type=Path, default=LOCK)
     args = parser.parse_args(argv)
     if args.check == "imports":
