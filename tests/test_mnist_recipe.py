@@ -8,14 +8,14 @@ when those files are absent.
 import gzip
 import json
 import struct
-import time
 
 import pytest
 import torch
 
-from asr_kd.image.mnist import MnistNotFound, default_data_dir, jitter, load_raw, read_idx
 from asr_kd.distill import DistillationLoss
-from asr_kd.image.recipe import Recipe, RecipeError, canonical_spec, default_config_path, load_config
+from asr_kd.image.config import RecipeError, canonical_spec, default_config_path, load_config
+from asr_kd.image.mnist import MnistNotFound, default_data_dir, jitter, load_raw, read_idx
+from asr_kd.image.recipe import Recipe
 from asr_kd.image.train import TrainConfig, make_optimizer, train, tune_bias
 from asr_kd.models.mlp import MLP, apply_max_norm
 
@@ -159,7 +159,7 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint_to_the_same_weights
     resumed = MLP([784, 32, 10], dropout_input=0.2, dropout_hidden=0.5)  # weights come from the checkpoint
     run = train(resumed, x, y, (x, y), cfg, seed=3, checkpoint=ckpt)
     assert run.history == ref.history and run.best_epoch == ref.best_epoch
-    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="other settings"):
         train(MLP([784, 32, 10]), x, y, (x, y), TrainConfig(epochs=5, progress=False), seed=3, checkpoint=ckpt)
@@ -193,7 +193,11 @@ def test_config_presets_and_overrides():
     assert short["teacher"]["epochs"] < main["teacher"]["epochs"]
     for preset in ("sweep", "transfer", "full"):
         cfg = load_config(default_config_path(), preset)
-        assert (cfg["teacher"], cfg["student"], cfg["out_dir"]) == (short["teacher"], short["student"], short["out_dir"])
+        assert (cfg["teacher"], cfg["student"], cfg["out_dir"]) == (
+            short["teacher"],
+            short["student"],
+            short["out_dir"],
+        )
     smoke = load_config(default_config_path(), "smoke", ["student.epochs=2"])
     assert smoke["student"]["epochs"] == 2 and smoke["teacher"]["max_norm"] == 3.5  # inherited from base
     with pytest.raises(RecipeError, match="unknown key"):
@@ -272,8 +276,7 @@ def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):
 @pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
 def test_ensemble_experiment_combines_seed_teachers(tmp_path):
     torch.set_num_threads(1)
-    cfg = load_config(default_config_path(), "smoke",
-                      ["teacher.epochs=4", "ensemble.seeds=[0, 1]"])
+    cfg = load_config(default_config_path(), "smoke", ["teacher.epochs=4", "ensemble.seeds=[0, 1]"])
     for seed in (0, 1):
         Recipe(cfg, seed=seed, data_dir=None, out_dir=tmp_path, progress=False).run(["teacher"])
     recipe = Recipe(cfg, seed=0, data_dir=None, out_dir=tmp_path, progress=False)
@@ -293,8 +296,7 @@ def test_ensemble_experiment_combines_seed_teachers(tmp_path):
     saved = torch.load(tmp_path / "seed0" / "student128-soft-T20-ens2.pt", weights_only=False)
     assert saved["spec"]["teacher_ensemble"] == [0, 1]
 
-    missing = load_config(default_config_path(), "smoke",
-                          ["teacher.epochs=4", "ensemble.seeds=[0, 5]"])
+    missing = load_config(default_config_path(), "smoke", ["teacher.epochs=4", "ensemble.seeds=[0, 5]"])
     with pytest.raises(RecipeError, match=r"seed5/teacher.pt: no teacher for seed 5"):
         Recipe(missing, seed=0, data_dir=None, out_dir=tmp_path, progress=False).run(["ensemble"])
     with pytest.raises(RecipeError, match="ensemble.method"):

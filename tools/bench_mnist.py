@@ -21,9 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
-from asr_kd.image.recipe import Recipe, default_config_path, load_config  # noqa: E402
 from benchkit import emit_report  # noqa: E402
+
+from asr_kd.image.config import default_config_path, load_config  # noqa: E402
+from asr_kd.image.recipe import Recipe  # noqa: E402
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..image.cli import run as run_recipe
+    from ..image.config import RecipeError
     from ..image.mnist import MnistNotFound
-    from ..image.recipe import RecipeError
 
     try:
         return run_recipe(args)

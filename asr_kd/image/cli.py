@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
+from .config import RecipeError, default_config_path, load_config
 from .mnist import MnistNotFound, default_data_dir
-from .recipe import RecipeError, Recipe, default_config_path, load_config
+from .recipe import Recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="seed(s); one run per seed")
     p.add_argument("--config", default=None, help="recipe YAML (default: recipes/mnist/config.yaml)")
     p.add_argument(
-        "--data-dir", default=None,
+        "--data-dir",
+        default=None,
         help="directory with the MNIST idx files (default: ../shared/data/mnist next to the repository)",
     )
     p.add_argument("--out-dir", default=None, help="models and results.json (default: the config's out_dir)")

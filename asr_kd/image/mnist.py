@@ -164,9 +164,12 @@ def load_mnist(
     if test_limit is not None:
         test_x, test_y = test_x[:test_limit], test_y[:test_limit]
     return Mnist(
-        raw["train_images"][train], raw["train_labels"][train],
-        raw["train_images"][val], raw["train_labels"][val],
-        test_x, test_y,
+        raw["train_images"][train],
+        raw["train_labels"][train],
+        raw["train_images"][val],
+        raw["train_labels"][val],
+        test_x,
+        test_y,
     )
 
 

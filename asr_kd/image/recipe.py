@@ -24,7 +24,7 @@ where the data and models live; saved models are always stored on the CPU.
 
 Example
 -------
->>> from asr_kd.image.recipe import default_config_path
+>>> from asr_kd.image.config import default_config_path, load_config
 >>> load_config(default_config_path(), "smoke")["teacher"]["epochs"]
 6
 """
@@ -35,89 +35,22 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from ..config import ConfigError, read_config
-from ..io import write_atomic
 from ..distill import DistillationLoss, combine
-from ..distill.ensemble import METHODS as ENSEMBLE_METHODS
+from ..io import write_atomic
 from ..models.mlp import MLP
-from .mnist import Mnist, default_data_dir, load_mnist, repo_root
-from .train import TrainConfig, count_errors, logits_of, train, tune_bias
-
-EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78", "ensemble")
-
-
-class RecipeError(ConfigError):
-    """A problem with the recipe's input (config, data, output dir), explained with its fix."""
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def load_config(path: str | os.PathLike, preset: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """``base`` merged with ``presets[preset]``, then the ``key=value`` overrides."""
-    try:
-        cfg = read_config(path, preset, overrides)
-    except ConfigError as err:
-        raise RecipeError(str(err)) from None
-    unknown = set(cfg["experiments"]) - set(EXPERIMENTS)
-    if unknown:
-        raise RecipeError(f"unknown experiment(s) {sorted(unknown)}; known: {list(EXPERIMENTS)}")
-    method = cfg.get("ensemble", {}).get("method", "geometric")
-    if method not in ENSEMBLE_METHODS:
-        raise RecipeError(f"ensemble.method must be one of {list(ENSEMBLE_METHODS)}, got {method!r}")
-    device = str(cfg.get("device", "cpu"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RecipeError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --set device=cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise RecipeError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    return cfg
-
-
-#: Spec keys added after models were first saved, with the value that older models used.
-#: A spec equal to its default is left out before specs are compared, so those models load.
-SPEC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "transfer_jitter": 0}
-SGD_KEYS = ("momentum", "momentum_final", "momentum_epochs")
-
-
-def canonical_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """``spec`` without settings that do not change training (defaults; SGD momenta under Adam).
-
-    >>> canonical_spec({"lr": 1e-3, "optimizer": "adam", "momentum": 0.5})
-    {'lr': 0.001}
-    >>> canonical_spec({"lr": 1.0, "optimizer": "sgd", "momentum": 0.5})
-    {'lr': 1.0, 'optimizer': 'sgd', 'momentum': 0.5}
-    """
-    out = json.loads(json.dumps(dict(spec)))
-    if out.get("optimizer", "adam") == "adam":
-        for k in SGD_KEYS:
-            out.pop(k, None)
-    for k, v in SPEC_DEFAULTS.items():
-        if out.get(k, v) == v:
-            out.pop(k, None)
-    return out
-
-
-_write_atomic = write_atomic
-
-
-def machine(device: str = "cpu") -> str:
-    """A one-line description of where this runs (for the results table)."""
-    out = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
-    if device.startswith("cuda"):
-        out += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
-    return out
-
-
-# ----------------------------------------------------------------------------- recipe
+from .bias import run_omit3, run_only78
+from .config import EXPERIMENTS, SGD_KEYS, RecipeError, canonical_spec, machine
+from .mnist import Mnist, default_data_dir, load_mnist
+from .train import TrainConfig, count_errors, logits_of, train
 
 
 class Recipe:
@@ -170,7 +103,7 @@ class Recipe:
         path = self.model_dir / f"{name}.pt"
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         payload = {"state_dict": state, "spec": spec, "record": record}
-        _write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
     def _load(
         self, name: str, spec: dict[str, Any], model_dir: Path | None = None
@@ -196,7 +129,7 @@ class Recipe:
             data = json.loads(path.read_text()) if path.exists() else {"runs": []}
             key = (record["seed"], record["name"])
             data["runs"] = [r for r in data["runs"] if (r["seed"], r["name"]) != key] + [record]
-            _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+            write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
         self.records.append(record)
         return record
 
@@ -219,10 +152,16 @@ class Recipe:
         model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0)).to(self.device)
         sgd = {k: spec[k] for k in SGD_KEYS if k in spec}
         tc = TrainConfig(
-            epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch_size"], schedule=spec["schedule"],
-            optimizer=spec.get("optimizer", "adam"), **sgd,
-            max_norm=spec.get("max_norm", 0.0), jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
-            progress=self.progress, desc=name,
+            epochs=spec["epochs"],
+            lr=spec["lr"],
+            batch_size=spec["batch_size"],
+            schedule=spec["schedule"],
+            optimizer=spec.get("optimizer", "adam"),
+            **sgd,
+            max_norm=spec.get("max_norm", 0.0),
+            jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
+            progress=self.progress,
+            desc=name,
         )
         distill = None
         if teacher_logits is not None or teacher is not None:
@@ -233,8 +172,18 @@ class Recipe:
         ckpt = self._checkpoint_path(name, spec)
         if ckpt.exists():
             self.log(f"{name}: resuming the interrupted run from {ckpt}")
-        run = train(model, x, y, (self.data.val_x, self.data.val_y), tc, model_seed, teacher_logits, distill, teacher,
-                    checkpoint=ckpt)
+        run = train(
+            model,
+            x,
+            y,
+            (self.data.val_x, self.data.val_y),
+            tc,
+            model_seed,
+            teacher_logits,
+            distill,
+            teacher,
+            checkpoint=ckpt,
+        )
         record = {
             "seed": self.seed,
             "name": name,
@@ -268,7 +217,7 @@ class Recipe:
                 old.unlink()
         return folder / f"{key}.ckpt"
 
-    def _test(self, model: MLP, record: dict[str, Any], experiment: str, **extra: Any) -> dict[str, Any]:
+    def score(self, model: MLP, record: dict[str, Any], experiment: str, **extra: Any) -> dict[str, Any]:
         """Score ``model`` once on the test set and record it."""
         errors = count_errors(model, self.data.test_x, self.data.test_y)
         out = {**record, "experiment": experiment, "test_errors": errors, "test_n": len(self.data.test_y), **extra}
@@ -285,7 +234,7 @@ class Recipe:
             spec = dict(self.cfg["teacher"])
             model, record = self._fit("teacher", spec, self.data.train_x, self.data.train_y)
             if not any(r["name"] == "teacher" for r in self.records):
-                self._test(model, record, "main")
+                self.score(model, record, "main")
             self._teacher_model = model.eval()
         return self._teacher_model
 
@@ -366,66 +315,26 @@ class Recipe:
             (f"student{w}-soft+hard-T{t:g}", t, self.cfg["distill"]["hard_weight"]),
         ):
             model, rec = self.student(name, "student", temp, hw)
-            self._test(model, rec, "main")
+            self.score(model, rec, "main")
         j = int(self.cfg["distill"].get("transfer_jitter", 0))
         if j:
             model, rec = self.student(f"student{w}-soft-T{t:g}-jitter{j}", "student", t, 0.0, transfer_jitter=j)
-            self._test(model, rec, "main")
+            self.score(model, rec, "main")
 
     def run_sweep(self) -> None:
         for width_key in self.cfg["sweep"]["students"]:
             w = self.cfg[width_key]["sizes"][1]
             model, rec = self.student(f"student{w}-hard", width_key, None, 0.0)
-            self._test(model, rec, "sweep")
+            self.score(model, rec, "sweep")
             for t in self.cfg["sweep"]["temperatures"]:
                 model, rec = self.student(f"student{w}-soft-T{t:g}", width_key, t, 0.0)
-                self._test(model, rec, "sweep")
-
-    def _grid(self, low: float, high: float) -> list[float]:
-        step = self.cfg["bias"]["step"]
-        n = int(round((high - low) / step))
-        return [round(low + i * step, 6) for i in range(n + 1)]
+                self.score(model, rec, "sweep")
 
     def run_omit3(self) -> None:
-        t = self.cfg["distill"]["temperature"]
-        w = self.cfg["student"]["sizes"][1]
-        keep = self.data.train_y != 3
-        model, rec = self.student(f"student{w}-omit3-T{t:g}", "student", t, self.cfg["transfer"]["hard_weight"], keep)
-        shift, tuning = tune_bias(
-            logits_of(model, self.data.val_x), self.data.val_y, [3], self._grid(0.0, self.cfg["bias"]["max_raise"])
-        )
-        bias = torch.zeros(10, device=self.device)
-        bias[3] = shift
-        threes = self.data.test_y == 3
-        tx, ty = self.data.test_x, self.data.test_y
-        extra = {
-            "test_3s": int(threes.sum()),
-            "test_errors_on_3s": count_errors(model, tx[threes], ty[threes]),
-            "bias_shift": shift,
-            "bias_tuning": tuning,
-            "test_errors_adjusted": count_errors(model, tx, ty, bias),
-            "test_errors_on_3s_adjusted": count_errors(model, tx[threes], ty[threes], bias),
-        }
-        self.log(f"omit3: class-3 bias +{shift:g} (val-tuned): {extra}")
-        self._test(model, rec, "omit3", **extra)
+        run_omit3(self)
 
     def run_only78(self) -> None:
-        t = self.cfg["distill"]["temperature"]
-        w = self.cfg["student"]["sizes"][1]
-        keep = (self.data.train_y == 7) | (self.data.train_y == 8)
-        model, rec = self.student(f"student{w}-only78-T{t:g}", "student", t, self.cfg["transfer"]["hard_weight"], keep)
-        shift, tuning = tune_bias(
-            logits_of(model, self.data.val_x), self.data.val_y, [7, 8], self._grid(-self.cfg["bias"]["max_lower"], 0.0)
-        )
-        bias = torch.zeros(10, device=self.device)
-        bias[[7, 8]] = shift
-        extra = {
-            "bias_shift": shift,
-            "bias_tuning": tuning,
-            "test_errors_adjusted": count_errors(model, self.data.test_x, self.data.test_y, bias),
-        }
-        self.log(f"only78: 7/8 bias {shift:+g} (val-tuned): {extra}")
-        self._test(model, rec, "only78", **extra)
+        run_only78(self)
 
     def run_ensemble(self) -> None:
         seeds = [int(s) for s in self.cfg["ensemble"]["seeds"]]
@@ -437,16 +346,29 @@ class Recipe:
         val_errors = int((self.ensemble_log_probs(d.val_x).argmax(-1) != d.val_y).sum())
         test_errors = int((self.ensemble_log_probs(d.test_x).argmax(-1) != d.test_y).sum())
         self.log(f"teacher-ens{k}: {method} mean of the teachers of seeds {seeds}: test errors {test_errors}")
-        self._record({
-            "seed": self.seed, "name": f"teacher-ens{k}", "experiment": "ensemble", "members": seeds,
-            "sizes": self.cfg["teacher"]["sizes"], "formula": f"{method} mean of the teachers of seeds {seeds}",
-            "temperature": None, "epochs": None, "best_epoch": None, "train_seconds": 0.0,
-            "val_errors": val_errors, "val_n": len(d.val_y), "test_errors": test_errors, "test_n": len(d.test_y),
-            "command": self.command, "machine": machine(str(self.device)),
-            "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        })
+        self._record(
+            {
+                "seed": self.seed,
+                "name": f"teacher-ens{k}",
+                "experiment": "ensemble",
+                "members": seeds,
+                "sizes": self.cfg["teacher"]["sizes"],
+                "formula": f"{method} mean of the teachers of seeds {seeds}",
+                "temperature": None,
+                "epochs": None,
+                "best_epoch": None,
+                "train_seconds": 0.0,
+                "val_errors": val_errors,
+                "val_n": len(d.val_y),
+                "test_errors": test_errors,
+                "test_n": len(d.test_y),
+                "command": self.command,
+                "machine": machine(str(self.device)),
+                "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            }
+        )
         model, rec = self.student(f"student{w}-soft-T{t:g}-ens{k}", "student", t, 0.0, ensemble=seeds)
-        self._test(model, rec, "ensemble")
+        self.score(model, rec, "ensemble")
 
     def run(self, experiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Run the experiments (default: the config's) and return their result records."""
@@ -456,7 +378,3 @@ class Recipe:
             self.log(f"experiment {exp}")
             getattr(self, f"run_{exp}")()
         return self.records
-
-
-def default_config_path() -> Path:
-    return repo_root() / "recipes" / "mnist" / "config.yaml"

@@ -14,8 +14,9 @@ import json
 import os
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 PAPER_MAIN = {"teacher": 67, "hard": 146, "soft": 74}
 
@@ -81,12 +82,11 @@ def main_table(runs: list[dict[str, Any]]) -> list[str]:
             desc_extra = f"; transfer images jittered by up to {name.rsplit('jitter', 1)[1]} px"
         else:
             desc_extra = ""
-        paper = {"teacher": PAPER_MAIN["teacher"], "hard": PAPER_MAIN["hard"], "soft": PAPER_MAIN["soft"]}.get(kind, "–")
+        paper = PAPER_MAIN.get(kind, "–")
         desc = f"{name}: {'-'.join(map(str, rs[0]['sizes']))}; {rs[0]['formula']}{desc_extra}".replace("|", "\\|")
         epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" for r in rs)
-        rows.append(
-            f"| {desc} | {paper} | {mean_spread([r['test_errors'] for r in rs])} | {_seeds(rs)} | {epochs} | {_wall(rs)} |"
-        )
+        errors = mean_spread([r["test_errors"] for r in rs])
+        rows.append(f"| {desc} | {paper} | {errors} | {_seeds(rs)} | {epochs} | {_wall(rs)} |")
     return rows
 
 
@@ -115,8 +115,10 @@ def gap_closed(runs: list[dict[str, Any]]) -> list[str]:
             continue
         per = " / ".join(f"{(hard[s] - named[name][s]) / (hard[s] - teacher[s]):.0%}" for s in seeds)
         t, h, d = (statistics.mean(m[s] for s in seeds) for m in (teacher, hard, named[name]))
-        lines.append(f"- {name}: {per} (seeds {' / '.join(map(str, seeds))}); of the means: "
-                     f"({h:.1f} - {d:.1f}) / ({h:.1f} - {t:.1f}) = {(h - d) / (h - t):.0%}")
+        lines.append(
+            f"- {name}: {per} (seeds {' / '.join(map(str, seeds))}); of the means: "
+            f"({h:.1f} - {d:.1f}) / ({h:.1f} - {t:.1f}) = {(h - d) / (h - t):.0%}"
+        )
     return lines
 
 
@@ -125,8 +127,10 @@ def ensemble_rows(runs: list[dict[str, Any]]) -> list[str]:
     named = _by_name([r for r in runs if r.get("experiment") == "ensemble"])
     if not named:
         return []
-    rows = ["| model | test errors, mean ± std over seeds | seeds | best epoch / epochs | train wall time per seed (min) |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| model | test errors, mean ± std over seeds | seeds | best epoch / epochs | train wall time per seed (min) |",
+        "|---|---|---|---|---|",
+    ]
     for name in sorted(named, key=lambda n: (not n.startswith("teacher"), n)):
         rs = named[name]
         desc = f"{name}: {rs[0]['formula']}".replace("|", "\\|")
@@ -135,7 +139,9 @@ def ensemble_rows(runs: list[dict[str, Any]]) -> list[str]:
             rows.append(f"| {desc} | {rs[0]['test_errors']} | members {members} | – | – |")
             continue
         epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" for r in rs)
-        rows.append(f"| {desc} | {mean_spread([r['test_errors'] for r in rs])} | {_seeds(rs)} | {epochs} | {_wall(rs)} |")
+        rows.append(
+            f"| {desc} | {mean_spread([r['test_errors'] for r in rs])} | {_seeds(rs)} | {epochs} | {_wall(rs)} |"
+        )
     return rows
 
 
@@ -150,8 +156,10 @@ def sweep_rows(runs: list[dict[str, Any]]) -> tuple[list[str], dict[int, dict[fl
         elif r.get("temperature") is not None and r["name"] == f"student{width}-soft-T{r['temperature']:g}":
             soft[width][r["temperature"]].append(r["test_errors"])
     temps = sorted({t for w in soft for t in soft[w]})
-    rows = ["| student | hard labels | " + " | ".join(f"T={t:g}" for t in temps) + " |",
-            "|---|---|" + "---|" * len(temps)]
+    rows = [
+        "| student | hard labels | " + " | ".join(f"T={t:g}" for t in temps) + " |",
+        "|---|---|" + "---|" * len(temps),
+    ]
     for width in sorted(soft, reverse=True):
         cells = [mean_spread(soft[width][t]) if soft[width].get(t) else "not run yet" for t in temps]
         h = mean_spread(hard[width]) if hard.get(width) else "not run yet"
@@ -193,11 +201,11 @@ def plot_sweep(soft: dict[int, dict[float, list[int]]], hard: dict[int, list[int
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(soft), figsize=(5 * len(soft), 3.8), squeeze=False)
-    for ax, width in zip(axes[0], sorted(soft, reverse=True)):
+    for ax, width in zip(axes[0], sorted(soft, reverse=True), strict=True):
         temps = sorted(soft[width])
         means = [statistics.mean(soft[width][t]) for t in temps]
-        lo = [m - min(soft[width][t]) for m, t in zip(means, temps)]
-        hi = [max(soft[width][t]) - m for m, t in zip(means, temps)]
+        lo = [m - min(soft[width][t]) for m, t in zip(means, temps, strict=True)]
+        hi = [max(soft[width][t]) - m for m, t in zip(means, temps, strict=True)]
         ax.errorbar(temps, means, yerr=[lo, hi], marker="o", capsize=3, label="distilled (soft targets)")
         if hard.get(width):
             ax.axhline(statistics.mean(hard[width]), color="gray", ls="--", label="hard labels")
@@ -226,8 +234,21 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike) -> list
     gaps = gap_closed(runs)
     if gaps:
         gaps = ["", "Gap closed, (hard-label - distilled) / (hard-label - teacher), test errors:", "", *gaps]
-    lines = ["## Main table", "", *main_table(runs), *gaps, "", "## Temperature sweep (test errors)", "", *srows, "",
-             "## Transfer-set experiments", "", *transfer_rows(runs), ""]
+    lines = [
+        "## Main table",
+        "",
+        *main_table(runs),
+        *gaps,
+        "",
+        "## Temperature sweep (test errors)",
+        "",
+        *srows,
+        "",
+        "## Transfer-set experiments",
+        "",
+        *transfer_rows(runs),
+        "",
+    ]
     ens = ensemble_rows(runs)
     if ens:
         lines += ["## Ensemble teacher (not in the paper's MNIST section)", "", *ens, ""]

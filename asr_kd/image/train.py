@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -211,7 +212,8 @@ def train(
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         best_state = {k: v.to(device) for k, v in state["best_state"].items()}
-        result.history, result.best_epoch, result.best_val_errors = state["history"], *state["best"]
+        result.history = state["history"]
+        result.best_epoch, result.best_val_errors = state["best"]
         first_epoch = len(result.history["loss"])
         step = first_epoch * steps_per_epoch
         start -= state["seconds"]
@@ -219,8 +221,7 @@ def train(
     if cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.epochs, initial=first_epoch, desc=cfg.desc, unit="epoch", leave=True,
-                   dynamic_ncols=True)
+        bar = tqdm(total=cfg.epochs, initial=first_epoch, desc=cfg.desc, unit="epoch", leave=True, dynamic_ncols=True)
     for epoch in range(first_epoch, cfg.epochs):
         model.train()
         order = torch.randperm(len(x), generator=g).to(device)
@@ -242,6 +243,7 @@ def train(
                     with torch.no_grad():
                         soft = teacher(xb)
                 else:
+                    assert teacher_logits is not None  # checked on entry
                     soft = teacher_logits[idx]
                 hard = F.cross_entropy(logits, y[idx]) if distill.weighted.weights["hard"] > 0 else None
                 loss = distill(logits, soft, hard=hard).total
@@ -259,9 +261,21 @@ def train(
             result.best_epoch, result.best_val_errors = epoch, val_errors
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if checkpoint is not None and epoch + 1 < cfg.epochs:
-            _save_checkpoint(Path(checkpoint), cfg, model, opt, best_state, result, time.time() - start,
-                             {"batches": g.get_state(), "jitter": g_jit.get_state(), "torch": torch.get_rng_state(),
-                              "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+            _save_checkpoint(
+                Path(checkpoint),
+                cfg,
+                model,
+                opt,
+                best_state,
+                result,
+                time.time() - start,
+                {
+                    "batches": g.get_state(),
+                    "jitter": g_jit.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+            )
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.4f}", val_err=val_errors, best=result.best_val_errors)
             bar.update(1)
@@ -278,9 +292,16 @@ def _resumable(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(cfg).items() if k not in ("progress", "desc")}
 
 
-def _save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
-                     best_state: dict[str, Tensor], result: TrainResult, seconds: float,
-                     rng: dict[str, Any]) -> None:
+def _save_checkpoint(
+    path: Path,
+    cfg: TrainConfig,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    best_state: dict[str, Tensor],
+    result: TrainResult,
+    seconds: float,
+    rng: dict[str, Any],
+) -> None:
     state = {
         "config": _resumable(cfg),
         "model": model.state_dict(),

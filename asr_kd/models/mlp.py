@@ -20,7 +20,7 @@ True
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ class MLP(nn.Module):
         if len(sizes) < 2:
             raise ValueError(f"an MLP needs at least input and output sizes, got {list(sizes)}")
         self.sizes = list(sizes)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.drop_in = nn.Dropout(dropout_input) if dropout_input > 0 else nn.Identity()
         self.drop_hidden = nn.Dropout(dropout_hidden) if dropout_hidden > 0 else nn.Identity()
 
@@ -53,7 +53,9 @@ class MLP(nn.Module):
     @property
     def output_bias(self) -> Tensor:
         """The bias of the logits (what the bias adjustment experiments change)."""
-        return self.layers[-1].bias
+        last = self.layers[-1]
+        assert isinstance(last, nn.Linear)
+        return last.bias
 
 
 @torch.no_grad()
