@@ -122,8 +122,8 @@ def drop_defaults(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> d
     for key, default in defaults.items():
         if key not in out:
             continue
-        if isinstance(default, Mapping) and isinstance(out[key], Mapping):
-            out[key] = drop_defaults(out[key], default)
-        elif out[key] == default:
+        if out[key] == default:
             del out[key]
+        elif isinstance(default, Mapping) and isinstance(out[key], Mapping):
+            out[key] = drop_defaults(out[key], default)
     return out

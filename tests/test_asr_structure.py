@@ -48,8 +48,17 @@ def test_stage_fingerprints_are_those_of_experiments_made_before_the_restructure
     # code before the recipe was split into stage modules; equal configs mean such experiments
     # still list every stage as done
     stored = json.loads((DATA / "tiny_stage_configs.json").read_text())
-    stages = AsrRecipe(load_asr_config(CONFIG, "tiny")).stages()
+    old_defaults = ["model.packed=true", "students.scale_by=width"]  # the defaults of that time
+    stages = AsrRecipe(load_asr_config(CONFIG, "tiny", old_defaults)).stages()
     assert {s.name: json.loads(json.dumps(s.config)) for s in stages} == stored
+    # today's defaults (padded BiLSTM, students sized by parameters) retrain the models, nothing else
+    now = {s.name: json.loads(json.dumps(s.config)) for s in AsrRecipe(load_asr_config(CONFIG, "tiny")).stages()}
+    assert [name for name in stored if now[name] != stored[name]] == [s for s in stored if "-" in s]
+    assert now["student-kd"] == {
+        **stored["student-kd"],
+        "model": {**stored["student-kd"]["model"], "packed": False},
+        "scale_by": "params",
+    }
     # a setting added with its old default is not recorded; another value is
     changed = AsrRecipe(load_asr_config(CONFIG, "tiny", ["ensemble.weights=[2, 1]"])).stages()
     assert [s.config for s in changed if s.name == "ensemble"][0]["ensemble"]["weights"] == [2, 1]

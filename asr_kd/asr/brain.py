@@ -43,6 +43,29 @@ def absolute_lengths(relative: Tensor, max_len: int) -> Tensor:
     return torch.round(relative * max_len).long()
 
 
+def ctc_loss(log_probs: Tensor, tokens: Tensor, out_lengths: Tensor, token_lengths: Tensor) -> Tensor:
+    """CTC per target token, averaged over the utterances that have a transcript.
+
+    An utterance with no tokens (a transfer-set utterance: no transcript) adds nothing; a batch
+    without any transcript gives 0. With every utterance transcribed this is ``F.ctc_loss``'s
+    ``reduction="mean"``.
+
+    >>> lp = torch.randn(2, 6, 4).log_softmax(-1)
+    >>> tok, n = torch.tensor([[1, 2], [3, 0]]), torch.tensor([6, 6])
+    >>> first = ctc_loss(lp[:1], tok[:1], n[:1], torch.tensor([2]))
+    >>> torch.allclose(ctc_loss(lp, tok, n, torch.tensor([2, 0])), first)
+    True
+    >>> float(ctc_loss(lp, tok, n, torch.tensor([0, 0])))
+    0.0
+    """
+    args = (log_probs.transpose(0, 1), tokens, out_lengths, token_lengths)
+    labelled = token_lengths > 0
+    if bool(labelled.all()):
+        return F.ctc_loss(*args, blank=0, reduction="mean", zero_infinity=True)
+    per_utt = F.ctc_loss(*args, blank=0, reduction="none", zero_infinity=True) / token_lengths.clamp(min=1)
+    return (per_utt * labelled).sum() / labelled.sum().clamp(min=1)
+
+
 class CTCBrain(sb.Brain):
     """Trains a CTC acoustic model, optionally with distillation and spike guidance.
 
@@ -72,15 +95,7 @@ class CTCBrain(sb.Brain):
         tokens, rel = batch.tokens
         token_lengths = absolute_lengths(rel, tokens.shape[1])
         log_probs = logits.log_softmax(-1)
-        ctc = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            tokens,
-            out_lengths,
-            token_lengths,
-            blank=0,
-            reduction="mean",
-            zero_infinity=True,
-        )
+        ctc = ctc_loss(log_probs, tokens, out_lengths, token_lengths)
         loss = ctc
         hp = self.hparams
         if stage == sb.Stage.TRAIN and getattr(hp, "kd", None) is not None:

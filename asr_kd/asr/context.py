@@ -70,6 +70,10 @@ class Context:
             "train_ids": digest(sorted(self.exp.texts("train"))),
         }
 
+    def transfer_ids(self) -> list[str]:
+        """The transfer set's utterance IDs (none when no transfer set is configured)."""
+        return list(self.exp.feats("transfer")) if self.settings.transfer.active else []
+
     def cache_fingerprint(self, ensemble: str) -> dict:
         """The fingerprint of an ensemble's cache: the run's, its members' bundles, how they combine."""
         e = self.settings.ensemble
@@ -80,6 +84,8 @@ class Context:
             "method": e.method,
             "top_k": int(e.top_k),
         }
+        if self.settings.transfer.active:
+            out["transfer_ids"] = digest(sorted(self.transfer_ids()))
         if e.weights is not None:
             out["weights"] = list(e.weights)
         return out

@@ -63,8 +63,8 @@ def cache_ensemble(
 
 def cache_ensembles(ctx) -> None:
     """Stage ``ensemble``: per ensemble, ``ensemble.json`` (members, method, weights), its
-    top-k frame posteriors of the training set (cached by utterance ID) and its greedy
-    transcripts of the training set (``train_hyps.json``, for the sequence-level student).
+    top-k frame posteriors of the training set and the transfer set (cached by utterance ID)
+    and its greedy transcripts of both (``train_hyps.json``, for the sequence-level student).
     An interrupted run resumes: cached utterances are not written again."""
 
     exp, e = ctx.exp, ctx.settings.ensemble
@@ -81,8 +81,11 @@ def cache_ensembles(ctx) -> None:
         hyps = read_json(hyps_path) if hyps_path.exists() else {}
         log.info(f"  {name}: caching top-{e.top_k} posteriors of {', '.join(members)}")
         system = System([exp.load(m, device=ctx.device) for m in members], method=e.method, weights=e.weights)
+        feats = exp.feats("train")
+        if ctx.settings.transfer.active:
+            feats = {**feats, **exp.feats("transfer")}
         with writer:
-            for ids, lp, n in system.batches(exp.feats("train"), device=ctx.device):
+            for ids, lp, n in system.batches(feats, device=ctx.device):
                 for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n), strict=False)):
                     hyps[utt] = tok.decode(h)
                     if utt not in writer:

@@ -8,6 +8,7 @@
     EXP/data/                        features (feats/SPLIT.pt), transcripts (SPLIT.text.json),
                                      tokenizer/, cmvn.json, summary.json
     EXP/models/NAME/                 model.pt (bundle), history.json, ckpt/
+    EXP/transfer/                    the transfer set: corpus/ (when synthesised), feats.pt, summary.json
     EXP/guidance/spikes.pt           teacher 0's forced spikes (guided teachers)
     EXP/ensembles/NAME/              ensemble.json (members, method, weights), cache/, train_hyps.json
     EXP/score/                       NAME.json, trn files, alignments, lm/, scores.json
@@ -54,6 +55,8 @@ class Experiment:
     lm_dir = property(lambda self: self.root / "score" / "lm")
     plots = property(lambda self: self.root / "plots")
     guidance = property(lambda self: self.root / "guidance")
+    transfer = property(lambda self: self.root / "transfer")
+    transfer_summary_file = property(lambda self: self.root / "transfer" / "summary.json")
     ensembles = property(lambda self: self.root / "ensembles")
     models = property(lambda self: self.root / "models")
     spikes_file = property(lambda self: self.root / "guidance" / "spikes.pt")
@@ -67,6 +70,9 @@ class Experiment:
     scores_file = property(lambda self: self.root / "score" / "scores.json")
 
     def feats_file(self, split: str) -> Path:
+        """Stored features of a corpus split, or of the transfer set (``split="transfer"``)."""
+        if split == "transfer":
+            return self.transfer / "feats.pt"
         return self.data / "feats" / f"{split}.pt"
 
     def texts_file(self, split: str) -> Path:

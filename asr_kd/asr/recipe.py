@@ -8,6 +8,7 @@ each stage's work is a function of its own module, taking the run's
 2. ``teacher-0`` .. ``teacher-{N-1}`` (:mod:`asr_kd.asr.teachers`): full-size CTC teachers.
 3. ``spikes`` (:mod:`asr_kd.asr.guidance`): teacher 0's forced alignments (guided training).
 4. ``guided-1`` .. ``guided-{N-1}``: teachers that follow teacher 0's spikes.
+   ``transfer`` (:mod:`asr_kd.asr.transfer`, when configured): the transfer set's features.
 5. ``ensemble`` (:mod:`asr_kd.asr.ensemble`): each ensemble's cached frame posteriors.
 6. ``student-*`` (:mod:`asr_kd.asr.students`): scratch, distilled, sequence-level students.
 7. ``score`` (:mod:`asr_kd.asr.score`): every model and ensemble on the test set.
@@ -43,6 +44,7 @@ from asr_kd.asr.score import score_systems
 from asr_kd.asr.settings import AsrSettings, stable
 from asr_kd.asr.students import train_student
 from asr_kd.asr.teachers import train_teacher
+from asr_kd.asr.transfer import prepare_transfer
 from asr_kd.asr.workers import train_in_workers
 from asr_kd.config import ConfigError, read_config, recipe_config_path
 from asr_kd.io import write_json
@@ -104,12 +106,23 @@ class AsrRecipe:
                 )
             )
         teachers = [st.name for st in stages[1:]]
+        transfer = ["transfer"] if s.transfer.active else []
+        if transfer:
+            stages.append(
+                Stage(
+                    "transfer",
+                    lambda: prepare_transfer(ctx),
+                    {"transfer": cfg["transfer"], "corpus": stable({"corpus": cfg["corpus"]})["corpus"]},
+                    depends=["prepare"],
+                    outputs=[exp.transfer],
+                )
+            )
         stages.append(
             Stage(
                 "ensemble",
                 lambda: cache_ensembles(ctx),
-                stable({"ensemble": cfg["ensemble"]}),
-                depends=["prepare", *teachers],
+                stable({"ensemble": cfg["ensemble"], **({"transfer": cfg["transfer"]} if transfer else {})}),
+                depends=["prepare", *teachers, *transfer],
                 outputs=[exp.ensembles],
             )
         )
@@ -124,7 +137,7 @@ class AsrRecipe:
                     parallel=True,
                 )
             )
-        models = [st.name for st in stages if st.name not in ("prepare", "ensemble")]
+        models = [st.name for st in stages if st.name not in ("prepare", "transfer", "ensemble")]
         stages.append(
             Stage(
                 "score",

@@ -34,6 +34,7 @@ from asr_kd.io import drop_defaults
 
 GUIDANCE = ("none", "guided", "both")
 STUDENT_VARIANTS = ("scratch", "kd", "kd-guided", "sequence")
+SCALE_BY = ("params", "width")
 CORPUS_KINDS = ("synth", "manifests", "librispeech", "commonvoice", "folder")
 DEVICES = ("cpu", "cuda", "auto")
 ENSEMBLE_METHODS = ("arithmetic", "geometric")
@@ -44,6 +45,9 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "corpus": {"synth": {"extra_voices": False}},  # false: espeak-ng voices only, the corpus before
     "model": {"encoder": "blstm", "packed": True},
     "ensemble": {"weights": None},
+    "transfer": {"utterances": 0, "manifest": None},  # no transfer set
+    "scale_by": "width",  # students: before, scale was a width factor
+    "student_model": {},  # students: before, a student had the teacher's shape
 }
 
 T = TypeVar("T", bound="Section")
@@ -107,6 +111,21 @@ class CorpusSettings(Section):
 
 
 @dataclass(frozen=True)
+class TransferSettings(Section):
+    """A transfer set: audio used without its transcripts, labelled by the ensemble's posteriors
+    (the paper's transfer set). ``utterances`` are synthesised (``corpus.kind: synth``: the
+    training voices, sentences of their own), or ``manifest`` names a manifest of any corpus
+    (its ``wrd`` column is not used)."""
+
+    utterances: int = 0
+    manifest: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.utterances or self.manifest)
+
+
+@dataclass(frozen=True)
 class TokenizerSettings(Section):
     kind: str = "char"
     vocab_size: int = 64
@@ -135,7 +154,7 @@ class ModelSettings(Section):
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.1
-    packed: bool = True  #: false: the BiLSTM on padded batches (same function, faster on a CPU)
+    packed: bool = False  #: true: the BiLSTM on packed sequences (same function, ~3x slower on a CPU)
 
 
 @dataclass(frozen=True)
@@ -183,9 +202,16 @@ class KDSettings(Section):
 
 @dataclass(frozen=True)
 class StudentSettings(Section):
-    OPEN = ("train",)
+    """The students: their size (``scale`` of a teacher's parameters, or of its widths with
+    ``scale_by: width``), shape (``model`` overrides, e.g. ``{layers: 3}``), schedule and loss."""
+
+    OPEN = ("train", "model")
     scale: float = 0.5
+    scale_by: str = "params"
+    model: dict = field(default_factory=dict)
     variants: list = field(default_factory=lambda: ["scratch", "kd", "kd-guided", "sequence"])
+    width_scales: list = field(default_factory=list)
+    transfer: bool = True  #: distilled and sequence-level students also learn from the transfer set
     train: dict = field(default_factory=dict)
     kd: KDSettings = field(default_factory=KDSettings)
     temperatures: list = field(default_factory=list)
@@ -221,6 +247,7 @@ class AsrSettings(Section):
     parallel: int = 2
     progress: bool = True
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     specaugment: SpecAugmentSettings | None = field(default_factory=SpecAugmentSettings)
@@ -253,6 +280,14 @@ class AsrSettings(Section):
                 set(self.students.variants) <= set(STUDENT_VARIANTS),
                 f"students.variants: choose from {STUDENT_VARIANTS}",
             ),
+            (self.students.scale_by in SCALE_BY, f"students.scale_by must be one of {SCALE_BY}"),
+            (0 < self.students.scale <= 1, "students.scale must be in (0, 1]: a share of a teacher's size"),
+            (self.transfer.utterances >= 0, "transfer.utterances must be 0 (none) or more"),
+            (
+                not self.transfer.utterances or self.corpus.kind == "synth",
+                "transfer.utterances synthesises a transfer set for corpus.kind synth only; for another "
+                "corpus give a manifest of untranscribed audio with --set transfer.manifest=PATH",
+            ),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
             (
@@ -266,6 +301,7 @@ class AsrSettings(Section):
         if self.teachers.guidance != "none" and self.teachers.count < 2:
             raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
         TrainSettings.from_dict(self.students.train, where, "students.train.")
+        ModelSettings.from_dict(self.students.model, where, "students.model.")
         for i, over in self.teachers.overrides.items():
             unknown = set(over) - {"model", "train"}
             if unknown:

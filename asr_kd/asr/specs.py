@@ -25,7 +25,7 @@ from typing import Any
 
 from asr_kd.asr.settings import AsrSettings, KDSettings, ModelSettings, TrainSettings
 from asr_kd.config import merge
-from asr_kd.models.acoustic import AcousticConfig
+from asr_kd.models.acoustic import AcousticConfig, parameter_count
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class ModelSpec:
         guided: a teacher trained with teacher 0's spikes.
         ensemble: the ensemble a ``kd`` student learns from, or whose transcripts a
             ``sequence`` student learns.
+        scale, scale_by: a student's size, ``scale`` of the teacher's (``reference``) parameters
+            (``params``) or widths (``width``).
+        transfer: a ``kd`` or ``sequence`` student that also learns from the transfer set.
         fingerprint: what its stage records (a change retrains it).
     """
 
@@ -52,21 +55,33 @@ class ModelSpec:
     guided: bool = False
     ensemble: str | None = None
     kd: KDSettings | None = None
+    scale_by: str = "width"
+    reference: ModelSettings | None = None
+    transfer: bool = False
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def architecture(self, num_classes: int, n_mels: int) -> AcousticConfig:
-        m = self.model
-        cfg = AcousticConfig(
-            num_classes=num_classes,
-            n_mels=n_mels,
-            conv_channels=m.conv_channels,
-            hidden=m.hidden,
-            layers=m.layers,
-            dropout=m.dropout,
-            encoder=m.encoder,
-            packed=m.packed,
-        )
+        """Its model: a student is its own shape scaled to ``scale`` of the teacher's widths
+        (``scale_by: width``) or to at most ``scale`` of the teacher's parameters (``params``)."""
+        cfg = _acoustic(self.model, num_classes, n_mels)
+        if self.scale_by == "params":
+            assert self.reference is not None, f"{self.name}: scale_by params needs the teacher's model"
+            budget = self.scale * parameter_count(_acoustic(self.reference, num_classes, n_mels))
+            return cfg if self.reference == self.model and self.scale == 1.0 else cfg.fitted(int(budget))
         return cfg.scaled(self.scale) if self.scale != 1.0 else cfg
+
+
+def _acoustic(m: ModelSettings, num_classes: int, n_mels: int) -> AcousticConfig:
+    return AcousticConfig(
+        num_classes=num_classes,
+        n_mels=n_mels,
+        conv_channels=m.conv_channels,
+        hidden=m.hidden,
+        layers=m.layers,
+        dropout=m.dropout,
+        encoder=m.encoder,
+        packed=m.packed,
+    )
 
 
 @dataclass
@@ -114,9 +129,17 @@ def _teacher(s: AsrSettings, i: int, guided: bool) -> ModelSpec:
 
 
 def _student(
-    s: AsrSettings, name: str, variant: str, ensemble: str | None, scale: float, kd: KDSettings | None
+    s: AsrSettings,
+    name: str,
+    variant: str,
+    ensemble: str | None,
+    scale: float,
+    kd: KDSettings | None,
+    scale_by: str | None = None,
 ) -> ModelSpec:
     train = TrainSettings.from_dict(merge(s.train.to_dict(), s.students.train))
+    model = ModelSettings.from_dict(merge(s.model.to_dict(), s.students.model))
+    scale_by = scale_by or s.students.scale_by
     fp: dict[str, Any] = {
         "model": s.model.to_dict(),
         "train": s.train.to_dict(),
@@ -124,19 +147,27 @@ def _student(
         "seed": s.seed,
         "students": dict(s.students.train),
         "scale": scale,
+        "scale_by": scale_by,
+        "student_model": dict(s.students.model),
     }
     if kd is not None:  # the configured kd section (a temperature sweep's T is in the name)
         fp["kd"] = s.students.kd.to_dict()
+    transfer = variant != "scratch" and s.transfer.active and s.students.transfer
+    if transfer:
+        fp["transfer"] = s.transfer.to_dict()
     return ModelSpec(
         name,
         "student",
         s.seed + 77,
-        s.model,
+        model,
         train,
         variant=variant,
         scale=scale,
         ensemble=ensemble,
         kd=kd,
+        scale_by=scale_by,
+        reference=s.model,
+        transfer=transfer,
         fingerprint=fp,
     )
 
@@ -170,4 +201,7 @@ def plan(s: AsrSettings) -> Plan:
     if any(st.name == "student-kd" for st in students):
         for x in s.students.kd_scales:
             students.append(_student(s, f"student-kd-x{x:g}", "kd", "ensemble", float(x), kd))
+    for w in s.students.width_scales:  # scratch and distilled pairs scaled by width (e.g. 0.5: half-width)
+        students.append(_student(s, f"student-scratch-w{w:g}", "scratch", None, float(w), None, "width"))
+        students.append(_student(s, f"student-kd-w{w:g}", "kd", main, float(w), kd, "width"))
     return Plan(teachers, ensembles, students)

@@ -3,8 +3,10 @@
 - ``scratch``: CTC on the transcripts (the baseline every distilled student is compared with);
 - ``kd``: ``w_hard * CTC + w_soft * T^2 * KL(ensemble_T || student_T)`` per frame, against the
   ensemble's cached top-k posteriors looked up by utterance ID (or the MSE between logits);
-  frames whose ensemble top class is blank count ``blank_weight``;
-- ``sequence``: CTC on the ensemble's greedy transcripts of the training set.
+  frames whose ensemble top class is blank count ``blank_weight``; utterances of the transfer
+  set (:mod:`asr_kd.asr.transfer`), which have no transcript, count the soft term only;
+- ``sequence``: CTC on the ensemble's greedy transcripts of the training set (and of the
+  transfer set, when there is one).
 
 Example
 -------
@@ -32,6 +34,9 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
     if spec.variant == "sequence":
         assert spec.ensemble is not None
         hyps = ctx.exp.train_hyps(spec.ensemble)
+        if not spec.transfer:  # the ensemble's transcripts of the training set only
+            train = ctx.exp.texts("train")
+            hyps = {u: h for u, h in hyps.items() if u in train}
         tok = ctx.exp.tokenizer()
         kept = {u: h for u, h in hyps.items() if tok.encode(h)}
         log.info(f"  {spec.name}: {len(kept)} of {len(hyps)} ensemble transcripts are non-empty and used")
@@ -53,6 +58,14 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
         soft=kd.soft,
     )
     log.info(f"  {spec.name}: {loss} (blank frames weighted {kd.blank_weight}) against {ensemble}")
+    unlabelled = ctx.transfer_ids() if spec.transfer else []
+    if unlabelled:
+        log.info(f"  {spec.name}: also {len(unlabelled)} transfer utterances, soft term only")
     return train_spec(
-        ctx, spec, kd=loss, teacher_cache=ctx.ensemble_cache(ensemble), blank_weight=float(kd.blank_weight)
+        ctx,
+        spec,
+        unlabelled=unlabelled,
+        kd=loss,
+        teacher_cache=ctx.ensemble_cache(ensemble),
+        blank_weight=float(kd.blank_weight),
     )

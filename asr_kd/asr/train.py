@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,14 +162,25 @@ def train_ctc(
     return bundle_path
 
 
-def train_spec(ctx: Context, spec: ModelSpec, texts: Mapping[str, str] | None = None, **hparams: Any) -> Path:
+def train_spec(
+    ctx: Context,
+    spec: ModelSpec,
+    texts: Mapping[str, str] | None = None,
+    unlabelled: Sequence[str] = (),
+    **hparams: Any,
+) -> Path:
     """Train ``spec`` on the run's training features (transcripts ``texts``, default the
-    training set's), selecting the epoch on the validation set; returns its bundle's path."""
+    training set's; ``unlabelled`` utterances without one), selecting the epoch on the
+    validation set; returns its bundle's path. A student with ``spec.transfer`` also reads
+    the transfer set's features."""
     exp = ctx.exp
     tok = exp.tokenizer()
     train_tokens = encode_transcripts(texts if texts is not None else exp.texts("train"), tok.encode)
+    train_tokens.update({u: [] for u in unlabelled})  # no transcript: no CTC term (asr_kd.asr.brain)
     valid_tokens = encode_transcripts(exp.texts("valid"), tok.encode, "validation transcript", skip=log.warning)
     feats, vfeats = exp.feats("train"), exp.feats("valid")
+    if spec.transfer:
+        feats = {**feats, **exp.feats("transfer")}
     augment = ctx.settings.specaugment
     return train_ctc(
         exp.model_dir(spec.name),

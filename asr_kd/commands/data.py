@@ -92,6 +92,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rt60", type=_range, default=(0.15, 0.6), metavar="LOW:HIGH", help="reverberation time range in s")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument(
+        "--transfer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N utterances in transfer.csv (training voices, other sentences): a transfer set for distillation",
+    )
+    p.add_argument(
         "--extra-voices",
         choices=["auto", "yes", "no"],
         default=None,
@@ -200,6 +207,7 @@ def synth(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             force=args.force,
             extra_voices={"yes": True, "no": False}.get(extra, extra),
+            transfer=args.transfer,
         )
     except (ValueError, EspeakError, FliteError, FestivalError) as err:
         raise UserError(str(err)) from err

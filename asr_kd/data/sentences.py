@@ -24,10 +24,12 @@ True
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from .text import normalise_text
 
@@ -314,3 +316,22 @@ class SentenceGenerator:
     def sentences(self, n: int) -> list[Sentence]:
         """``n`` sentences (duplicates allowed but rare)."""
         return [self.sentence() for _ in range(n)]
+
+
+def read_sentences(path: str | os.PathLike) -> list[Sentence]:
+    """The sentences of a UTF-8 text file, one per line (spoken as written, normalised text)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as err:
+        raise ValueError(f"{path}: text file not found") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err}); re-save it as UTF-8") from err
+    out = []
+    for line in lines:
+        spoken = " ".join(line.split())
+        text = normalise_text(spoken)
+        if text:
+            out.append(Sentence(spoken, text))
+    if not out:
+        raise ValueError(f"{path}: no sentences in the text file (one sentence per line)")
+    return out

@@ -52,7 +52,7 @@ from ..io import write_json, write_text
 from .audio import SAMPLE_RATE, audio_info
 from .espeak import available_voices
 from .manifest_io import Entry, write_manifest
-from .sentences import Sentence, SentenceGenerator
+from .sentences import Sentence, SentenceGenerator, read_sentences
 from .synth_render import CHUNK, Job, render_chunks
 from .synth_voices import (
     EXTRA_ENGINES,
@@ -64,7 +64,6 @@ from .synth_voices import (
     split_voices,
     voice_speaker,
 )
-from .text import normalise_text
 
 __all__ = [
     "CHUNK",
@@ -72,6 +71,7 @@ __all__ = [
     "PRESETS",
     "SPLITS",
     "TEST_VARIANTS",
+    "TRANSFER",
     "VALID_VARIANTS",
     "Preset",
     "SynthOptions",
@@ -88,6 +88,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
+#: the split of utterances meant for use without their transcripts (a distillation transfer set)
+TRANSFER = "transfer"
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,15 @@ class SynthOptions:
     voices: dict[str, list[str]] = field(default_factory=dict)
     #: the flite/festival voices in the pool (installed and not turned off), whether picked or not
     extra_voices: list[str] = field(default_factory=list)
+    #: untranscribed-use utterances (``transfer.csv``): training voices, sentences of their own
+    transfer: int = 0
 
     def fingerprint(self) -> str:
         d = asdict(self)
         if not d["extra_voices"]:
             del d["extra_voices"]  # espeak-ng only: the same fingerprint as before extra voices existed
+        if not d["transfer"]:
+            del d["transfer"]  # no transfer set: the fingerprint from before it existed
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -144,6 +150,7 @@ def synth_options(
     snr_db: tuple[float, float] = (10.0, 30.0),
     reverb_prob: float = 0.0,
     rt60: tuple[float, float] = (0.15, 0.6),
+    transfer: int = 0,
 ) -> SynthOptions:
     """The options (voices included) that :func:`synthesize_corpus` would use on this machine."""
     if preset not in PRESETS:
@@ -165,6 +172,7 @@ def synth_options(
         rt60=(rt60[0], rt60[1]),
         voices=chosen,
         extra_voices=extras,
+        transfer=int(transfer),
     )
 
 
@@ -183,25 +191,12 @@ def is_complete(out: str | os.PathLike, opts: SynthOptions) -> bool:
         return False
     if meta.get("fingerprint") != opts.fingerprint():
         return False
-    return all((Path(out) / f"{s}.csv").exists() for s in SPLITS)
+    return all((Path(out) / f"{s}.csv").exists() for s in _splits(opts))
 
 
-def _read_text_file(path: str | os.PathLike) -> list[Sentence]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as err:
-        raise ValueError(f"{path}: text file not found") from err
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err}); re-save it as UTF-8") from err
-    out = []
-    for line in lines:
-        spoken = " ".join(line.split())
-        text = normalise_text(spoken)
-        if text:
-            out.append(Sentence(spoken, text))
-    if not out:
-        raise ValueError(f"{path}: no sentences in the text file (one sentence per line)")
-    return out
+def _splits(opts: SynthOptions) -> tuple[str, ...]:
+    """The corpus's splits: train, valid, test, and ``transfer`` when it has one."""
+    return (*SPLITS, TRANSFER) if opts.transfer else SPLITS
 
 
 def _plan(opts: SynthOptions, out: Path, sentences_from_file: list[Sentence] | None) -> dict[str, list[Job]]:
@@ -212,9 +207,13 @@ def _plan(opts: SynthOptions, out: Path, sentences_from_file: list[Sentence] | N
     order = text_rng.permutation(len(sentences_from_file)) if sentences_from_file else np.zeros(0, dtype=np.int64)
     jobs_by_split: dict[str, list[Job]] = {}
     k = 0
-    for si, (split, n) in enumerate(zip(SPLITS, opts.utterances, strict=True)):
-        vs = opts.voices[split]
+    groups = [(split, n, opts.voices[split]) for split, n in zip(SPLITS, opts.utterances, strict=True)]
+    if opts.transfer:  # the training voices, and sentences from a stream of their own
+        groups.append((TRANSFER, opts.transfer, opts.voices["train"]))
+    for si, (split, n, vs) in enumerate(groups):
         plan = []
+        if split == TRANSFER:
+            gen = SentenceGenerator(seed + 1_000_003)
         for i in range(n):
             voice = vs[i % len(vs)]
             sent = sentences_from_file[order[k % len(order)]] if sentences_from_file else gen.sentence()
@@ -277,6 +276,7 @@ def synthesize_corpus(
     progress: bool = True,
     force: bool = False,
     extra_voices: bool | str = "auto",
+    transfer: int = 0,
 ) -> dict[str, Path]:
     """Make the synthetic corpus in ``out``; return ``{split: manifest path}``.
 
@@ -295,9 +295,12 @@ def synthesize_corpus(
             True requires both (``ValueError`` naming the missing command and its apt
             package), False uses espeak-ng only (the same corpus on every machine). The
             voices are part of the options (``synth.json``), so the fingerprint changes with them.
+        transfer: also this many utterances in ``transfer.csv`` (the training voices, other
+            sentences), meant to be used without their transcripts, e.g. as a distillation
+            transfer set labelled by a teacher ensemble.
     """
     say = log.info if progress else log.debug
-    sentences_from_file = _read_text_file(text_file) if text_file else None
+    sentences_from_file = read_sentences(text_file) if text_file else None
     opts = synth_options(
         preset,
         seed,
@@ -308,11 +311,13 @@ def synthesize_corpus(
         reverb_prob=reverb_prob,
         rt60=rt60,
         extra_voices=extra_voices,
+        transfer=transfer,
     )
     out = Path(out)
+    splits = _splits(opts)
     if not force and is_complete(out, opts):
         say(f"{out}: corpus already complete with the same options; nothing to do")
-        return {s: out / f"{s}.csv" for s in SPLITS}
+        return {s: out / f"{s}.csv" for s in splits}
     jobs_by_split = _plan(opts, out, sentences_from_file)
 
     stamp = out / "synth.json"
@@ -323,10 +328,10 @@ def synthesize_corpus(
     started = out / ".synth-started.json"
     resume = not force and started.exists() and started.read_text() == opts.fingerprint()
     if not resume:
-        for split in SPLITS:
+        for split in (*SPLITS, TRANSFER):
             shutil.rmtree(out / "wav" / split, ignore_errors=True)
         write_text(started, opts.fingerprint())
-    all_jobs = [j for s in SPLITS for j in jobs_by_split[s]]
+    all_jobs = [j for s in splits for j in jobs_by_split[s]]
     durations: dict[tuple[str, int], float] = {}
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -364,7 +369,7 @@ def synthesize_corpus(
 
     manifests = {}
     total = 0.0
-    for split in SPLITS:
+    for split in splits:
         entries = []
         for j in jobs_by_split[split]:
             d = durations[(split, j.index)]

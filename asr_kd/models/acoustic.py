@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from asr_kd.models.encoders import encoder_config
 from asr_kd.models.frontend import CONVS, ConvSubsampling, subsampled_lengths
 
-__all__ = ["AcousticConfig", "CTCAcousticModel", "count_parameters", "subsampled_lengths"]
+__all__ = ["AcousticConfig", "CTCAcousticModel", "count_parameters", "parameter_count", "subsampled_lengths"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,25 @@ class AcousticConfig:
             **{k: v for k, v in enc.items() if k in {f.name for f in fields(self)}},
         )
 
+    def fitted(self, budget: int) -> AcousticConfig:
+        """This config :meth:`scaled` to the widest that has at most ``budget`` parameters (up to 4x).
+
+        >>> t = AcousticConfig(num_classes=29, hidden=128, conv_channels=16)
+        >>> s = t.fitted(parameter_count(t) // 2)
+        >>> s.hidden, s.conv_channels, round(parameter_count(s) / parameter_count(t), 3)
+        (90, 11, 0.493)
+        >>> shallow = AcousticConfig(num_classes=29, hidden=128, conv_channels=16, layers=1)
+        >>> shallow.fitted(parameter_count(t) // 2).hidden
+        124
+        """
+        lo, hi = 0.0, 4.0  # scaled(lo) fits (or lo is 0), scaled(hi) does not (or hi is the cap)
+        if parameter_count(self.scaled(hi)) <= budget:
+            return self.scaled(hi)
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if parameter_count(self.scaled(mid)) <= budget else (lo, mid)
+        return self.scaled(max(lo, 1 / max(1, self.hidden)))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -114,6 +133,11 @@ def _rename_legacy_keys(state: dict, prefix: str, *args: Any) -> None:
         k for k in state if k.startswith(prefix + "subsample.") and not k.startswith(prefix + "subsample.convs.")
     ]:
         state[prefix + "subsample.convs." + key[len(prefix + "subsample.") :]] = state.pop(key)
+
+
+def parameter_count(cfg: AcousticConfig) -> int:
+    """Trainable parameters of the model ``cfg`` describes."""
+    return count_parameters(CTCAcousticModel(cfg))
 
 
 def count_parameters(model: nn.Module) -> int:
