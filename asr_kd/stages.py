@@ -27,6 +27,7 @@ Example
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -69,13 +70,23 @@ def marker_path(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
     return Path(exp_dir) / "stages" / f"{number:02d}-{stage.name}.done"
 
 
+def find_marker(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
+    """The stage's marker, also one written when the stage had another number (a stage was
+    added before it since), so adding a stage to a recipe does not rerun the stages after it."""
+    marker = marker_path(exp_dir, number, stage)
+    if not marker.exists():
+        for old in sorted(marker.parent.glob(f"[0-9][0-9]-{glob.escape(stage.name)}.done")):
+            return old
+    return marker
+
+
 def _upstream_digest(exp_dir: str | os.PathLike, earlier: Sequence[Stage], depends: Sequence[str] | None) -> str:
     """Digest of the markers of the earlier stages this one depends on (absent ones as such)."""
     h = hashlib.sha256()
     for number, stage in enumerate(earlier, 1):
         if depends is not None and stage.name not in depends:
             continue
-        marker = marker_path(exp_dir, number, stage)
+        marker = find_marker(exp_dir, number, stage)
         h.update(marker.read_bytes() if marker.exists() else f"absent:{stage.name}".encode())
     return h.hexdigest()
 
@@ -100,7 +111,7 @@ def stage_status(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: in
     """What a run would do with stage ``number`` (1-based): ``"done"`` (skip it), ``""`` (never
     ran), ``"interrupted"`` (resume it), or why it would run again."""
     stage = stages[number - 1]
-    marker = marker_path(exp_dir, number, stage)
+    marker = find_marker(exp_dir, number, stage)
     if not marker.exists():
         running = marker.with_name(marker.name.replace(".done", ".running"))
         return "interrupted" if running.exists() else ""
@@ -152,8 +163,9 @@ def run_stages(
         label = f"stage {number} {stage.name}"
         upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
         state = {"config": stage.config, "upstream": upstream}
-        if marker.exists():
-            stored = read_json(marker)
+        found = find_marker(exp_dir, number, stage)
+        if found.exists():
+            stored = read_json(found)
             diffs = dict_diff(stored["config"], stage.config, stored_label="last run")
             if not diffs and stored.get("upstream") == upstream:
                 log.info(f"{label}: done already, skipped")
@@ -164,7 +176,7 @@ def run_stages(
                 else "an earlier stage it uses ran again since"
             )
             log.info(f"{label}: {reason}, running again")
-            marker.unlink()
+            found.unlink()
             _remove_outputs(stage)
         elif running.exists():
             if read_json(running) == state:

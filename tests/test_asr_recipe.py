@@ -95,6 +95,46 @@ def test_cache_keys_are_the_training_manifest_ids(tiny):
         assert {i: cache.num_frames(i) for i in train_ids} == {i: _subsampled(len(feats[i])) for i in train_ids}
 
 
+@pytest.mark.slow  # an end-to-end recipe run
+def test_a_transfer_set_is_cached_by_id_and_taught_to_the_students(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    from asr_kd.asr import brain
+
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny.exp, exp, copy_function=os.link)  # every file is replaced by a rename, never edited
+    overrides = [f"exp_dir={exp}", "threads=2", "transfer.utterances=6"]
+    recipe = AsrRecipe(load_asr_config(CONFIG, "tiny", overrides))
+    status = dict(recipe.status())
+    assert status["teacher-0"] == status["student-scratch"] == "done"  # nothing upstream of the transfer set
+    assert status["transfer"] != "done" and status["student-kd"] != "done" and status["student-sequence"] != "done"
+    scratch = (exp / "models" / "student-scratch" / "model.pt").stat().st_mtime_ns
+    seen: list[str] = []
+    real_loss = brain.CTCBrain._distillation_loss
+
+    def spy(self, logits, out_lengths, ctc, ids):
+        seen.extend(ids)
+        return real_loss(self, logits, out_lengths, ctc, ids)
+
+    monkeypatch.setattr(brain.CTCBrain, "_distillation_loss", spy)
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert main(["run", CONFIG, "--preset", "tiny", *sets, "--stop-stage", "student-sequence"]) == 0
+
+    transfer_ids = {e.id for e in read_manifest(exp / "transfer" / "corpus" / "transfer.csv")}
+    train_ids = set(recipe.texts("train"))
+    assert len(transfer_ids) == 6 and not transfer_ids & train_ids
+    train_voices = {e.spk_id for e in read_manifest(exp / "corpus" / "train.csv")}
+    assert {e.spk_id for e in read_manifest(exp / "transfer" / "corpus" / "transfer.csv")} <= train_voices
+    cache = TeacherCache(exp / "ensembles" / "ensemble" / "cache", fingerprint=recipe.cache_fingerprint("ensemble"))
+    assert set(cache.ids()) == train_ids | transfer_ids
+    feats = recipe.ctx.exp.feats("transfer")
+    assert {i: cache.num_frames(i) for i in transfer_ids} == {i: _subsampled(len(feats[i])) for i in transfer_ids}
+    assert transfer_ids <= set(seen) and train_ids <= set(seen)  # the distilled students read both by ID
+    assert transfer_ids <= set(recipe.ctx.exp.train_hyps("ensemble"))  # the sequence student's transcripts
+    assert (exp / "models" / "student-scratch" / "model.pt").stat().st_mtime_ns == scratch
+    assert recipe.ctx.plan.spec("student-kd").transfer and not recipe.ctx.plan.spec("student-scratch").transfer
+
+
 def _conv_out(n: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:
     """Output length of one convolution along time: floor((n + 2 * padding - kernel) / stride) + 1."""
     return (n + 2 * padding - kernel) // stride + 1

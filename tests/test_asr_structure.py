@@ -172,3 +172,25 @@ def test_the_padded_bilstm_is_the_packed_one_on_every_real_frame():
     x2 = x.clone()
     x2[2, 13:] = 100.0  # what lies past an item's end never reaches its frames
     torch.testing.assert_close(padded(x2, n)[0][2, : nb[2]], b[2, : nb[2]])
+
+
+def test_students_are_sized_by_parameter_share_or_by_width():
+    from asr_kd.models.acoustic import parameter_count
+
+    cfg = load_asr_config(CONFIG, "demo", ["students.width_scales=[0.5]"])
+    plan = AsrRecipe(cfg).ctx.plan
+    arch = {s.name: s.architecture(29, 80) for s in [*plan.teachers, *plan.students]}
+    teacher = parameter_count(arch["teacher-0"])
+    half = parameter_count(arch["student-kd"])
+    assert 0.45 * teacher < half <= 0.5 * teacher  # half the parameters, as wide as that allows
+    assert arch["student-scratch"] == arch["student-kd"] and arch["student-kd-w0.5"].hidden == 64
+    assert parameter_count(arch["student-scratch-w0.5"]) < 0.3 * teacher  # half-width: about a quarter
+    shallow = AsrRecipe(load_asr_config(CONFIG, "demo", ["students.model={layers: 1}"])).ctx.plan
+    one_layer = shallow.spec("student-kd").architecture(29, 80)
+    assert one_layer.layers == 1 and parameter_count(one_layer) <= 0.5 * teacher < parameter_count(
+        one_layer.scaled(1.05)
+    )
+    with pytest.raises(ConfigError, match="students.scale_by must be one of"):
+        AsrSettings.from_dict({"students": {"scale_by": "flops"}})
+    with pytest.raises(ConfigError, match="transfer.utterances synthesises"):
+        AsrSettings.from_dict({"corpus": {"kind": "manifests"}, "transfer": {"utterances": 10}})

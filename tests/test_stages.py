@@ -133,6 +133,16 @@ def test_a_stage_inserted_before_others_leaves_no_stale_markers(tmp_path):
     assert sorted(p.name for p in (tmp_path / "stages").glob("*.done")) == ["01-a.done", "02-new.done", "03-b.done"]
 
 
+def test_a_stage_inserted_before_another_that_does_not_use_it_leaves_that_one_done(tmp_path):
+    log = []
+    first = [Stage("a", lambda: log.append("a")), Stage("b", lambda: log.append("b"), depends=["a"])]
+    run_stages(first, tmp_path)
+    second = [first[0], Stage("new", lambda: log.append("new"), depends=["a"]), first[1]]
+    assert stage_status(second, tmp_path, 3) == "done"  # its marker is found under its old number
+    assert run_stages(second, tmp_path) == ["new"] and log == ["a", "b", "new"]
+    assert is_done(second, tmp_path, 3)
+
+
 def test_stage_status_says_what_a_run_would_do(tmp_path):
     log = []
     with pytest.raises(KeyboardInterrupt):

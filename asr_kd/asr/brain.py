@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from speechbrain.utils.metric_stats import ErrorRateStats
 from torch import Tensor
 
+from asr_kd.asr.data import NO_TRANSCRIPT
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.guidance import guided_loss
 from asr_kd.distill import DistillationLoss, TeacherCache
@@ -94,6 +95,7 @@ class CTCBrain(sb.Brain):
         logits, out_lengths = predictions
         tokens, rel = batch.tokens
         token_lengths = absolute_lengths(rel, tokens.shape[1])
+        token_lengths = torch.where(tokens[:, 0] == NO_TRANSCRIPT, 0, token_lengths)  # transfer set
         log_probs = logits.log_softmax(-1)
         ctc = ctc_loss(log_probs, tokens, out_lengths, token_lengths)
         loss = ctc

@@ -39,6 +39,9 @@ from asr_kd.data.features import FeatureConfig, FrontEnd
 from asr_kd.data.manifest import Entry
 from asr_kd.io import write_atomic
 
+#: the token list of an utterance without a transcript (the blank id, never a transcript token)
+NO_TRANSCRIPT = 0
+
 
 def extract_features(
     entries: Sequence[Entry],
@@ -86,7 +89,10 @@ def make_dataset(
 ):
     """A SpeechBrain ``DynamicItemDataset`` of ``id``, ``feats`` and ``tokens`` (long tensor).
 
-    ``ids`` selects and orders the utterances (default: every ID in ``tokens``).
+    ``ids`` selects and orders the utterances (default: every ID in ``tokens``). An utterance
+    without a transcript (no tokens: the transfer set) gets the one token 0, the CTC blank, which
+    no transcript contains: :class:`asr_kd.asr.brain.CTCBrain` reads it as "no transcript" (a
+    batch of such utterances only cannot be padded with no tokens at all).
     """
     import speechbrain as sb
     from speechbrain.dataio.dataset import DynamicItemDataset
@@ -101,7 +107,7 @@ def make_dataset(
     @sb.utils.data_pipeline.provides("feats", "tokens")
     def pipeline(utt: str):
         yield feats[utt]
-        yield torch.tensor(list(tokens[utt]), dtype=torch.long)
+        yield torch.tensor(list(tokens[utt]) or [NO_TRANSCRIPT], dtype=torch.long)
 
     ds.add_dynamic_item(pipeline)
     ds.set_output_keys(["id", "feats", "tokens"])
