@@ -132,7 +132,7 @@ class AsrRecipe:
                     spec.name,
                     partial(train_student, ctx, spec),
                     stable(spec.fingerprint),
-                    depends=["prepare", "ensemble"],
+                    depends=["prepare"] if spec.ensemble is None else ["prepare", "ensemble"],
                     outputs=[exp.model_dir(spec.name)],
                     parallel=True,
                 )

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,11 +47,28 @@ def worker_waves(n: int, jobs: int) -> list[tuple[int, int]]:
 StageRunner = Callable[[dict, str, int], None]
 
 
-def _work(target: StageRunner, raw: dict[str, Any], name: str, threads: int, log_file: str) -> None:
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """End this worker as soon as its parent is gone (killed, say): a daemon thread polls the
+    parent's PID, so no orphaned training writes on into an experiment another run now owns."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _work(
+    target: StageRunner, raw: dict[str, Any], name: str, threads: int, log_file: str, parent: int | None = None
+) -> None:
     """A worker process: ``target`` runs stage ``name`` with ``threads`` threads, logging to ``log_file``."""
     import torch
 
     from asr_kd import logs
+
+    if parent is not None:
+        _exit_with_parent(parent)
 
     with open(log_file, "a", encoding="utf-8") as out:
         logs.setup(logging.INFO, stream=out)
@@ -83,7 +102,9 @@ def train_in_workers(
             while wave and len(running) < width:
                 name = wave.pop(0)
                 log_file = logs_dir / f"{name}.log"
-                proc = context.Process(target=_work, args=(target, raw, name, share, str(log_file)), daemon=True)
+                proc = context.Process(
+                    target=_work, args=(target, raw, name, share, str(log_file), os.getpid()), daemon=True
+                )
                 proc.start()
                 log.info(f"{name}: training in a worker process ({share} thread(s)), log {log_file}")
                 running.append((name, proc, log_file))
