@@ -194,3 +194,16 @@ def test_students_are_sized_by_parameter_share_or_by_width():
         AsrSettings.from_dict({"students": {"scale_by": "flops"}})
     with pytest.raises(ConfigError, match="transfer.utterances synthesises"):
         AsrSettings.from_dict({"corpus": {"kind": "manifests"}, "transfer": {"utterances": 10}})
+
+
+def test_student_seeds_add_scratch_and_distilled_pairs_and_leave_the_main_students_alone():
+    one = AsrRecipe(load_asr_config(CONFIG, "demo")).ctx.plan
+    three = AsrRecipe(load_asr_config(CONFIG, "demo", ["students.seeds=[0, 1, 2]"])).ctx.plan
+    names = [s.name for s in three.students]
+    assert names[-4:] == ["student-scratch-s1", "student-kd-s1", "student-scratch-s2", "student-kd-s2"]
+    assert [three.spec(n).seed for n in ("student-kd", "student-kd-s1", "student-kd-s2")] == [77, 78, 79]
+    assert three.spec("student-kd-s2").twin == "student-scratch-s2" and three.spec("student-kd").seed_pair
+    assert three.spec("student-kd").fingerprint == one.spec("student-kd").fingerprint  # stays done
+    assert not one.spec("student-kd").seed_pair and one.spec("student-kd").twin == "student-scratch"
+    with pytest.raises(ConfigError, match="students.seeds"):
+        AsrSettings.from_dict({"students": {"seeds": [1, 1]}})

@@ -62,6 +62,40 @@ def summarise_targets(
     return out
 
 
+def student_pairs(
+    scores: Mapping[str, Mapping[str, float]],
+    pairs: Sequence[tuple[str, str]],
+    ensemble: str,
+    seeds: Sequence[str] = (),
+) -> dict:
+    """Distilled students beside their scratch twins (``(distilled, scratch)`` of the same size,
+    seed and schedule): both WERs and the share of the ensemble's gain over the twin that
+    distillation recovers; ``spread``: mean and sd of each over the distilled students ``seeds``
+    (the same student from several seeds).
+
+    >>> s = {"ensemble": {"wer": .5}, "scratch": {"wer": .7}, "kd": {"wer": .6},
+    ...      "scratch-s1": {"wer": .8}, "kd-s1": {"wer": .6}}
+    >>> p = student_pairs(s, [("kd", "scratch"), ("kd-s1", "scratch-s1")], "ensemble", ["kd", "kd-s1"])
+    >>> p["kd-s1"]["recovered"], p["spread"]["recovered"]
+    (0.6667, (0.5834, 0.1179))
+    """
+    out: dict[str, Any] = {}
+    ens = scores[ensemble]["wer"]
+    for kd, twin in pairs:
+        if kd in scores and twin in scores:
+            a, b = scores[twin]["wer"], scores[kd]["wer"]
+            recovered = round((a - b) / (a - ens), 4) if a != ens else None
+            out[kd] = {"scratch": twin, "scratch_wer": a, "wer": b, "recovered": recovered}
+    group = [out[k] for k in seeds if k in out]
+    if len(group) > 1 and all(v["recovered"] is not None for v in group):
+        spread: dict[str, Any] = {"n": len(group)}
+        for key in ("scratch_wer", "wer", "recovered"):
+            values = [v[key] for v in group]
+            spread[key] = (round(statistics.fmean(values), 4), round(statistics.stdev(values), 4))
+        out["spread"] = spread
+    return out
+
+
 def _stage_walls(stages: Path) -> tuple[dict[str, float], float]:
     """Each stage's own wall time, and the time during which at least one stage ran (the
     union of their intervals: less than the sum when models trained in parallel, and without
@@ -194,6 +228,10 @@ def write_report(ctx: Context) -> dict:
         beamed = {k: {"wer": v["beam_wer"]} for k, v in scores.items() if v.get("beam_wer") is not None}
         if all(m in beamed for m in [*members, ens]):
             targets[ens]["beam"] = summarise_targets(beamed, members, ens, student=student, same_size=same_size)
+        kds = [st for st in ctx.plan.students if st.ensemble == ens and st.twin]
+        seeds = [st.name for st in kds if st.seed_pair]
+        pairs = [(st.name, str(st.twin)) for st in kds]
+        targets[ens]["pairs"] = student_pairs(scores, pairs, ens, seeds)
         teacher = by_name[members[0]]
         for s in ("student-scratch", student):
             if s in by_name:
@@ -305,6 +343,20 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                     f"- {k[: -len('_recovered_of_mean_teacher_gap')]} (as wide as a member, the paper's "
                     f"setting) recovers {_pct(v, 0)}% of the ensemble's gain over the mean member."
                 )
+        pairs = t.get("pairs", {})
+        for name, v in pairs.items():
+            if name != "spread" and v["recovered"] is not None:
+                lines.append(
+                    f"- {name} vs {v['scratch']}: {_pct(v['scratch_wer'])} -> {_pct(v['wer'])}, "
+                    f"{_pct(v['recovered'], 0)}% of the ensemble's gain over its scratch twin."
+                )
+        if "spread" in pairs:
+            sp = pairs["spread"]
+            lines.append(
+                f"- over {sp['n']} student seeds (mean ± sd): scratch {_pct(sp['scratch_wer'][0])} ± "
+                f"{_pct(sp['scratch_wer'][1])}, distilled {_pct(sp['wer'][0])} ± {_pct(sp['wer'][1])}, "
+                f"recovered {_pct(sp['recovered'][0], 0)}% ± {_pct(sp['recovered'][1], 0)}%."
+            )
         for k, v in t.items():
             if k.endswith("_speedup_vs_teacher") or k.endswith("_speedup_vs_ensemble"):
                 lines.append(f"- {k.replace('_', ' ')}: {v:.2f}x")

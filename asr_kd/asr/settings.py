@@ -211,6 +211,7 @@ class StudentSettings(Section):
     model: dict = field(default_factory=dict)
     variants: list = field(default_factory=lambda: ["scratch", "kd", "kd-guided", "sequence"])
     width_scales: list = field(default_factory=list)
+    seeds: list = field(default_factory=lambda: [0])  #: a scratch + kd pair per extra seed (the spread)
     transfer: bool = True  #: distilled and sequence-level students also learn from the transfer set
     train: dict = field(default_factory=dict)
     kd: KDSettings = field(default_factory=KDSettings)
@@ -283,6 +284,10 @@ class AsrSettings(Section):
             (self.students.scale_by in SCALE_BY, f"students.scale_by must be one of {SCALE_BY}"),
             (0 < self.students.scale <= 1, "students.scale must be in (0, 1]: a share of a teacher's size"),
             (self.transfer.utterances >= 0, "transfer.utterances must be 0 (none) or more"),
+            (
+                len(self.students.seeds) >= 1 and len(set(self.students.seeds)) == len(self.students.seeds),
+                "students.seeds: give distinct seeds, the first for the main students, e.g. [0, 1, 2]",
+            ),
             (
                 not self.transfer.utterances or self.corpus.kind == "synth",
                 "transfer.utterances synthesises a transfer set for corpus.kind synth only; for another "

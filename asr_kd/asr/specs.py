@@ -42,6 +42,8 @@ class ModelSpec:
         scale, scale_by: a student's size, ``scale`` of the teacher's (``reference``) parameters
             (``params``) or widths (``width``).
         transfer: a ``kd`` or ``sequence`` student that also learns from the transfer set.
+        twin: a distilled student's scratch student of the same size, seed and schedule.
+        seed_pair: one of the distilled students that differ only by seed (their spread).
         fingerprint: what its stage records (a change retrains it).
     """
 
@@ -58,6 +60,8 @@ class ModelSpec:
     scale_by: str = "width"
     reference: ModelSettings | None = None
     transfer: bool = False
+    twin: str | None = None
+    seed_pair: bool = False
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def architecture(self, num_classes: int, n_mels: int) -> AcousticConfig:
@@ -136,6 +140,7 @@ def _student(
     scale: float,
     kd: KDSettings | None,
     scale_by: str | None = None,
+    seed: int | None = None,
 ) -> ModelSpec:
     train = TrainSettings.from_dict(merge(s.train.to_dict(), s.students.train))
     model = ModelSettings.from_dict(merge(s.model.to_dict(), s.students.model))
@@ -152,13 +157,15 @@ def _student(
     }
     if kd is not None:  # the configured kd section (a temperature sweep's T is in the name)
         fp["kd"] = s.students.kd.to_dict()
+    if seed is not None:  # an extra student seed (the main students keep the fingerprint of before)
+        fp["student_seed"] = seed
     transfer = variant != "scratch" and s.transfer.active and s.students.transfer
     if transfer:
         fp["transfer"] = s.transfer.to_dict()
     return ModelSpec(
         name,
         "student",
-        s.seed + 77,
+        s.seed + 77 + (seed if seed is not None else s.students.seeds[0]),
         model,
         train,
         variant=variant,
@@ -201,7 +208,16 @@ def plan(s: AsrSettings) -> Plan:
     if any(st.name == "student-kd" for st in students):
         for x in s.students.kd_scales:
             students.append(_student(s, f"student-kd-x{x:g}", "kd", "ensemble", float(x), kd))
+    names = [st.name for st in students]
+    if "student-scratch" in names and "student-kd" in names:
+        k = names.index("student-kd")
+        students[k] = replace(students[k], twin="student-scratch", seed_pair=len(s.students.seeds) > 1)
+    for seed in s.students.seeds[1:]:  # the same scratch and distilled students from other seeds
+        students.append(_student(s, f"student-scratch-s{seed}", "scratch", None, scale, None, seed=seed))
+        kd_seed = _student(s, f"student-kd-s{seed}", "kd", main, scale, kd, seed=seed)
+        students.append(replace(kd_seed, twin=f"student-scratch-s{seed}", seed_pair=True))
     for w in s.students.width_scales:  # scratch and distilled pairs scaled by width (e.g. 0.5: half-width)
         students.append(_student(s, f"student-scratch-w{w:g}", "scratch", None, float(w), None, "width"))
-        students.append(_student(s, f"student-kd-w{w:g}", "kd", main, float(w), kd, "width"))
+        kd_w = _student(s, f"student-kd-w{w:g}", "kd", main, float(w), kd, "width")
+        students.append(replace(kd_w, twin=f"student-scratch-w{w:g}"))
     return Plan(teachers, ensembles, students)
