@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from asr_kd.asr.context import Context
 from asr_kd.asr.data import extract_features
@@ -73,20 +74,7 @@ def corpus_manifests(ctx: Context) -> dict[str, Path]:
         return {split: Path(str(p)) for split, p in paths.items()}
     out = ctx.exp.corpus
     if kind == "synth":
-        from asr_kd.data.synth import synthesize_corpus
-
-        sy = corpus.synth
-        return synthesize_corpus(
-            out,
-            preset=sy.preset,
-            seed=int(sy.seed),
-            noise_prob=float(sy.noise_prob),
-            snr_db=tuple(sy.snr_db),
-            reverb_prob=float(sy.reverb_prob),
-            extra_voices=sy.extra_voices,
-            jobs=int(ctx.settings.threads),
-            progress=ctx.settings.progress,
-        )
+        return synthesise(ctx, out)
     src = corpus.src
     if not src or not Path(src).exists():
         raise ConfigError(
@@ -111,3 +99,23 @@ def corpus_manifests(ctx: Context) -> dict[str, Path]:
             )
         result[split] = made[name]
     return result
+
+
+def synthesise(ctx: Context, out: Path, **options: Any) -> dict[str, Path]:
+    """The configured synthetic corpus (``corpus.synth``) in ``out``, with more ``options`` of
+    :func:`asr_kd.data.synth.synthesize_corpus` (e.g. a transfer set only)."""
+    from asr_kd.data.synth import synthesize_corpus
+
+    sy = ctx.settings.corpus.synth
+    return synthesize_corpus(
+        out,
+        preset=sy.preset,
+        seed=int(sy.seed),
+        noise_prob=float(sy.noise_prob),
+        snr_db=tuple(sy.snr_db),
+        reverb_prob=float(sy.reverb_prob),
+        extra_voices=sy.extra_voices,
+        jobs=int(ctx.settings.threads),
+        progress=ctx.settings.progress,
+        **options,
+    )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from asr_kd.asr.context import Context
 from asr_kd.asr.data import extract_features
+from asr_kd.asr.prepare import synthesise
 from asr_kd.data.features import FeatureConfig
 from asr_kd.io import write_json
 
@@ -37,22 +38,9 @@ def transfer_manifest(ctx: Context) -> Path:
 
             raise ConfigError(f"transfer.manifest: {path} does not exist; give a CSV or JSONL manifest of audio")
         return path
-    from asr_kd.data.synth import TRANSFER, synthesize_corpus
+    from asr_kd.data.synth import TRANSFER
 
-    sy = ctx.settings.corpus.synth
-    made = synthesize_corpus(
-        ctx.exp.transfer / "corpus",
-        preset=sy.preset,
-        seed=int(sy.seed),
-        utterances=(0, 0, 0),
-        noise_prob=float(sy.noise_prob),
-        snr_db=tuple(sy.snr_db),
-        reverb_prob=float(sy.reverb_prob),
-        extra_voices=sy.extra_voices,
-        jobs=int(ctx.settings.threads),
-        progress=ctx.settings.progress,
-        transfer=int(t.utterances),
-    )
+    made = synthesise(ctx, ctx.exp.transfer / "corpus", utterances=(0, 0, 0), transfer=int(t.utterances))
     return made[TRANSFER]
 
 
