@@ -196,6 +196,30 @@ def test_students_are_sized_by_parameter_share_or_by_width():
         AsrSettings.from_dict({"corpus": {"kind": "manifests"}, "transfer": {"utterances": 10}})
 
 
+def test_a_conv_student_is_sized_by_parameters_and_exact_on_padded_batches():
+    from asr_kd.models.acoustic import parameter_count
+
+    over = ["students.model={encoder: conv, layers: 5, conv_channels: 8}"]
+    plan = AsrRecipe(load_asr_config(CONFIG, "demo", over)).ctx.plan
+    teacher = parameter_count(plan.spec("teacher-0").architecture(29, 80))
+    conv = plan.spec("student-kd").architecture(29, 80)
+    assert conv.encoder == "conv" and conv.layers == 5 and conv.kernel == 15
+    assert 0.45 * teacher < parameter_count(conv) <= 0.5 * teacher < parameter_count(conv.scaled(1.05))
+    torch.manual_seed(0)
+    model = CTCAcousticModel(
+        AcousticConfig(num_classes=6, n_mels=16, hidden=8, conv_channels=2, layers=2, kernel=5, encoder="conv")
+    ).eval()
+    x, n = torch.randn(3, 60, 16), torch.tensor([60, 41, 13])
+    batch, out_n = model(x, n)
+    for b in range(3):  # each item alone, cut to its length, gives its frames of the batch
+        alone, _ = model(x[b : b + 1, : n[b]], n[b : b + 1])
+        torch.testing.assert_close(alone[0], batch[b, : out_n[b]], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="kernel must be odd"):
+        AsrSettings.from_dict({"students": {"model": {"encoder": "conv", "kernel": 4}}}).check()
+    with pytest.raises(ConfigError, match="unknown encoder 'tcn'"):
+        AsrSettings.from_dict({"model": {"encoder": "tcn"}}).check()
+
+
 def test_student_seeds_add_scratch_and_distilled_pairs_and_leave_the_main_students_alone():
     one = AsrRecipe(load_asr_config(CONFIG, "demo")).ctx.plan
     three = AsrRecipe(load_asr_config(CONFIG, "demo", ["students.seeds=[0, 1, 2]"])).ctx.plan

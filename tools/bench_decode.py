@@ -4,15 +4,19 @@ Times the acoustic model's forward pass plus greedy CTC decoding on random
 80-dim features (10 ms frames) on one CPU thread, for the teacher and each
 ``--student`` (``params:0.5``: the widest student with half the teacher's
 parameters; ``width:0.5``: half the teacher's widths; ``...:layers=1``: the
-student's own depth first), and reports real-time factors (seconds of compute
-per second of audio; lower is faster) and speed-ups. Models are untrained: the
-cost of a forward pass does not depend on the weights.
+student's own depth first; ``...:encoder=conv:layers=5``: another encoder), and
+reports real-time factors (seconds of compute per second of audio; lower is
+faster) and speed-ups. The models are timed in turns, one call each per round
+(:func:`benchkit.interleaved_medians`), so a slow spell of the machine does not
+bias their ratios. Models are untrained: the cost of a forward pass does not
+depend on the weights.
 
 Usage::
 
     python tools/bench_decode.py --out tools/results/decode_rtf.md
     python tools/bench_decode.py --hidden 128 --conv-channels 16 --classes 29 --members 3 \
-        --student params:0.5 --student params:0.5:layers=1 --student width:0.5
+        --student params:0.5 --student params:0.5:layers=1 --student width:0.5 \
+        --student params:0.5:encoder=conv:layers=5:conv_channels=8
 """
 
 from __future__ import annotations
@@ -23,15 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from benchkit import emit_report, median_seconds
+from benchkit import emit_report, interleaved_medians
 
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.ensemble import ensemble_log_probs
 from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel, count_parameters, parameter_count
-
-
-def rtf(fn, audio_seconds: float, repeats: int) -> float:
-    return median_seconds(fn, repeats) / audio_seconds
 
 
 def student_config(teacher: AcousticConfig, spec: str) -> AcousticConfig:
@@ -40,11 +40,13 @@ def student_config(teacher: AcousticConfig, spec: str) -> AcousticConfig:
     >>> t = AcousticConfig(num_classes=29, hidden=128, conv_channels=16)
     >>> student_config(t, "width:0.5").hidden, student_config(t, "params:0.5:layers=1").layers
     (64, 1)
+    >>> student_config(t, "params:0.5:encoder=conv:layers=5").encoder
+    'conv'
     """
     by, share, *shape = spec.split(":")
     if by not in ("params", "width"):
         raise SystemExit(f"--student {spec}: start with params: or width:")
-    cfg = replace(teacher, **{k: int(v) for k, v in (item.split("=") for item in shape)})
+    cfg = replace(teacher, **{k: int(v) if v.isdigit() else v for k, v in (item.split("=") for item in shape)})
     if by == "width":
         return cfg.scaled(float(share))
     return cfg.fitted(int(float(share) * parameter_count(teacher)))
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=256, help="teacher LSTM units per direction")
     p.add_argument("--conv-channels", type=int, default=32)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--encoder", default="blstm", help="the teacher's encoder (blstm | conv)")
+    p.add_argument("--kernel", type=int, default=15, help="conv encoder: frames per depthwise convolution")
     p.add_argument("--classes", type=int, default=257, help="blank + tokens")
     p.add_argument("--members", type=int, default=4, help="ensemble size")
     p.add_argument("--seconds", type=float, default=10.0, help="audio per utterance")
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--student",
         action="append",
-        help="a student: params:SHARE or width:SCALE, optionally :layers=N (repeatable; default "
+        help="a student: params:SHARE or width:SCALE, optionally :layers=N:encoder=conv... (repeatable; default "
         "params:0.5, params:0.5:layers=1, width:0.5)",
     )
     args = p.parse_args(argv)
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         conv_channels=args.conv_channels,
         layers=args.layers,
         packed=args.packed,
+        encoder=args.encoder,
+        kernel=args.kernel,
     )
     teacher = CTCAcousticModel(teacher_cfg).eval()
     students = {spec: CTCAcousticModel(student_config(teacher_cfg, spec)).eval() for spec in args.student}
@@ -97,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         lp, n = ensemble_log_probs(members, feats, lengths)
         return greedy_decode(lp, n)
 
-    r_teacher = rtf(lambda: decode(teacher), audio, args.repeats)
-    r_ensemble = rtf(decode_ensemble, audio, args.repeats)
+    fns = {"teacher": lambda: decode(teacher), "ensemble": decode_ensemble}
+    fns.update({spec: (lambda model=model: decode(model)) for spec, model in students.items()})
+    rtfs = {name: seconds / audio for name, seconds in interleaved_medians(fns, args.repeats).items()}
+    r_teacher, r_ensemble = rtfs["teacher"], rtfs["ensemble"]
     cmd = "python tools/bench_decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t = count_parameters(teacher)
     lines = [
@@ -106,21 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{cmd.strip()}`",
         f"One CPU thread, torch {torch.__version__}; {args.batch} x {args.seconds:g} s utterances of random "
-        f"80-dim features; forward pass + greedy CTC decoding; median of {args.repeats}; BiLSTM "
-        f"{'packed' if args.packed else 'on padded batches'}.",
+        f"80-dim features; forward pass + greedy CTC decoding; median of {args.repeats}, the models timed in "
+        f"turns; BiLSTM {'packed' if args.packed else 'on padded batches'}.",
         "",
         "| model | parameters | share of a teacher's | real-time factor | speed-up vs teacher | vs ensemble |",
         "|---|---|---|---|---|---|",
-        f"| teacher (hidden {teacher_cfg.hidden} x {teacher_cfg.layers} layers, conv {teacher_cfg.conv_channels}) "
+        f"| teacher ({teacher_cfg.encoder} {teacher_cfg.hidden} x {teacher_cfg.layers} layers, "
+        f"conv {teacher_cfg.conv_channels}) "
         f"| {t:,} | 100% | {r_teacher:.4f} | | |",
         f"| ensemble of {args.members} teachers | {args.members * t:,} | {100 * args.members}% "
         f"| {r_ensemble:.4f} | | |",
     ]
     for spec, model in students.items():
-        r = rtf(lambda model=model: decode(model), audio, args.repeats)
+        r = rtfs[spec]
         c, n = model.cfg, count_parameters(model)
         lines.append(
-            f"| student `{spec}` (hidden {c.hidden} x {c.layers} layers, conv {c.conv_channels}) | {n:,} | "
+            f"| student `{spec}` ({c.encoder} {c.hidden} x {c.layers} layers, conv {c.conv_channels}) | {n:,} | "
             f"{100 * n / t:.0f}% | {r:.4f} | {r_teacher / r:.2f}x | {r_ensemble / r:.2f}x |"
         )
     emit_report(lines, args.out)

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from asr_kd.config import ConfigError, check_value
 from asr_kd.io import drop_defaults
+from asr_kd.models.encoders import ENCODERS
 
 GUIDANCE = ("none", "guided", "both")
 STUDENT_VARIANTS = ("scratch", "kd", "kd-guided", "sequence")
@@ -43,7 +44,7 @@ ENSEMBLE_METHODS = ("arithmetic", "geometric")
 #: keyed as they appear in stage fingerprints. Such a value is left out of a fingerprint.
 ADDED_DEFAULTS: dict[str, Any] = {
     "corpus": {"synth": {"extra_voices": False}},  # false: espeak-ng voices only, the corpus before
-    "model": {"encoder": "blstm", "packed": True},
+    "model": {"encoder": "blstm", "packed": True, "kernel": 15},
     "ensemble": {"weights": None},
     "transfer": {"utterances": 0, "manifest": None},  # no transfer set
     "scale_by": "width",  # students: before, scale was a width factor
@@ -155,6 +156,7 @@ class ModelSettings(Section):
     layers: int = 2
     dropout: float = 0.1
     packed: bool = False  #: true: the BiLSTM on packed sequences (same function, ~3x slower on a CPU)
+    kernel: int = 15  #: encoder conv: frames per depthwise convolution (odd)
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,12 @@ class AsrSettings(Section):
             raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
         TrainSettings.from_dict(self.students.train, where, "students.train.")
         ModelSettings.from_dict(self.students.model, where, "students.model.")
+        student = dataclasses.replace(self.model, **self.students.model)
+        for key, model in (("model", self.model), ("students.model", student)):
+            if model.encoder not in ENCODERS:
+                raise ConfigError(f"{where}{key}.encoder: unknown encoder {model.encoder!r}; known: {sorted(ENCODERS)}")
+            if model.kernel < 1 or model.kernel % 2 == 0:
+                raise ConfigError(f"{where}{key}.kernel must be odd (centred on its frame), got {model.kernel}")
         for i, over in self.teachers.overrides.items():
             unknown = set(over) - {"model", "train"}
             if unknown:

@@ -85,6 +85,7 @@ def _acoustic(m: ModelSettings, num_classes: int, n_mels: int) -> AcousticConfig
         dropout=m.dropout,
         encoder=m.encoder,
         packed=m.packed,
+        kernel=m.kernel,
     )
 
 

@@ -45,6 +45,7 @@ class AcousticConfig:
         encoder: a name of :data:`asr_kd.models.encoders.ENCODERS`.
         packed: the BiLSTM on packed sequences (``False``: on padded batches; the same
             function of the same weights, faster on a CPU).
+        kernel: frames per depthwise convolution of the ``conv`` encoder (odd).
     """
 
     num_classes: int
@@ -55,6 +56,7 @@ class AcousticConfig:
     dropout: float = 0.1
     encoder: str = "blstm"
     packed: bool = True
+    kernel: int = 15
 
     @property
     def subsampling(self) -> int:
@@ -63,7 +65,12 @@ class AcousticConfig:
 
     def encoder_settings(self) -> Any:
         return encoder_config(
-            self.encoder, hidden=self.hidden, layers=self.layers, dropout=self.dropout, packed=self.packed
+            self.encoder,
+            hidden=self.hidden,
+            layers=self.layers,
+            dropout=self.dropout,
+            packed=self.packed,
+            kernel=self.kernel,
         )
 
     def scaled(self, factor: float) -> AcousticConfig:

@@ -16,8 +16,11 @@ Example
 >>> enc = build_encoder("blstm", in_dim=10, hidden=16, layers=2, dropout=0.0)
 >>> enc(torch.randn(3, 7, 10), torch.tensor([7, 5, 2])).shape, enc.out_dim
 (torch.Size([3, 7, 32]), 32)
+>>> conv = build_encoder("conv", in_dim=10, hidden=16, layers=2, kernel=5, dropout=0.0)
+>>> conv(torch.randn(3, 7, 10), torch.tensor([7, 5, 2])).shape, conv.out_dim
+(torch.Size([3, 7, 16]), 16)
 >>> sorted(ENCODERS)
-['blstm']
+['blstm', 'conv']
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -170,3 +174,73 @@ class PaddedBLSTMEncoder(nn.Module):
             base = name[: -len("_reverse")] if reverse else name
             stem, layer = base.rsplit("_l", 1)
             state[f"{prefix}{'bwd' if reverse else 'fwd'}.{layer}.{stem}_l0"] = state.pop(key)
+
+
+@register("conv")
+@dataclass(frozen=True)
+class ConvConfig:
+    """A stack of depthwise-separable 1-D convolutions (as in QuartzNet / ContextNet blocks).
+
+    ``hidden`` channels, ``layers`` residual blocks, each a depthwise convolution over
+    ``kernel`` frames (``kernel * layers`` frames of context, both sides) and a pointwise
+    layer. No recurrence: every frame is computed at once, so on a CPU it decodes faster than
+    a BiLSTM of the same parameter count, whose per-step overhead dominates at small widths.
+    """
+
+    hidden: int = 256
+    layers: int = 5
+    kernel: int = 15
+    dropout: float = 0.1
+
+    def build(self, in_dim: int) -> nn.Module:
+        return ConvEncoder(in_dim, self.hidden, self.layers, self.kernel, self.dropout)
+
+    def scaled(self, factor: float) -> ConvConfig:
+        return replace(self, hidden=max(1, round(self.hidden * factor)))
+
+
+class SeparableBlock(nn.Module):
+    """``x + dropout(GELU(pointwise(depthwise(mask(LayerNorm(x))))))`` on ``(batch, frames, dim)``.
+
+    Padded frames are zeroed before the depthwise convolution, so they add nothing to a real
+    frame: an item's output is the same alone or in a padded batch. The depthwise convolution
+    runs as a 2-D convolution with a ``(kernel, 1)`` filter, which is 2-3x faster than
+    ``conv1d`` with ``groups=dim`` on the CPUs measured (tools/bench_decode.py).
+    """
+
+    def __init__(self, dim: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"kernel must be odd (centred on its frame), got {kernel}")
+        self.norm = nn.LayerNorm(dim)
+        self.depthwise = nn.Parameter(torch.randn(dim, 1, kernel, 1) / kernel**0.5)
+        self.depthwise_bias = nn.Parameter(torch.zeros(dim))
+        self.pointwise = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.norm(x) * mask  # (B, T, C); padded frames zero
+        pad = self.depthwise.shape[2] // 2
+        h = F.conv2d(
+            h.transpose(1, 2).unsqueeze(-1), self.depthwise, self.depthwise_bias, padding=(pad, 0), groups=h.shape[2]
+        )
+        h = h.squeeze(-1).transpose(1, 2)
+        return x + self.drop(F.gelu(self.pointwise(h)))
+
+
+class ConvEncoder(nn.Module):
+    """Linear projection to ``hidden`` -> ``layers`` :class:`SeparableBlock` s -> LayerNorm."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, hidden)
+        self.blocks = nn.ModuleList(SeparableBlock(hidden, kernel, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden)
+        self.out_dim = hidden
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None])[..., None]
+        x = self.project(x)
+        for block in self.blocks:
+            x = block(x, mask.to(x.dtype))
+        return self.norm(x)
