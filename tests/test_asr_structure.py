@@ -1,6 +1,7 @@
 """The ASR recipe's shape: typed settings, stable stage fingerprints, old bundles, one inference path."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,28 @@ def test_a_conv_student_is_sized_by_parameters_and_exact_on_padded_batches():
         AsrSettings.from_dict({"students": {"model": {"encoder": "conv", "kernel": 4}}}).check()
     with pytest.raises(ConfigError, match="unknown encoder 'tcn'"):
         AsrSettings.from_dict({"model": {"encoder": "tcn"}}).check()
+
+
+@pytest.mark.parametrize("encoder", ["blstm", "conv"])
+def test_a_stacked_model_keeps_the_frame_rate_and_is_exact_on_padded_batches(encoder):
+    torch.manual_seed(0)
+    cfg = AcousticConfig(
+        num_classes=6, n_mels=16, hidden=8, conv_channels=2, dropout=0.0, packed=False, encoder=encoder, kernel=3
+    )
+    plain, stacked = CTCAcousticModel(cfg).eval(), CTCAcousticModel(replace(cfg, stack=2)).eval()
+    x, n = torch.randn(3, 61, 16), torch.tensor([61, 41, 13])  # 16, 11 and 4 frames: odd and even
+    (a, na), (b, nb) = plain(x, n), stacked(x, n)
+    assert a.shape == b.shape and torch.equal(na, nb)  # the recipe's frame rate, the same lengths
+    for i in range(3):  # each item alone gives its frames of the batch
+        alone, _ = stacked(x[i : i + 1, : n[i]], n[i : i + 1])
+        torch.testing.assert_close(alone[0], b[i, : nb[i]], atol=1e-5, rtol=1e-4)
+    # the encoder runs on half the steps: 16 front-end frames -> 8
+    seen = []
+    stacked.encoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[1]))
+    stacked(x, n)
+    assert seen == [8]
+    with pytest.raises(ConfigError, match="stack must be 1 or more"):
+        AsrSettings.from_dict({"students": {"model": {"stack": 0}}}).check()
 
 
 def test_student_seeds_add_scratch_and_distilled_pairs_and_leave_the_main_students_alone():

@@ -44,7 +44,7 @@ ENSEMBLE_METHODS = ("arithmetic", "geometric")
 #: keyed as they appear in stage fingerprints. Such a value is left out of a fingerprint.
 ADDED_DEFAULTS: dict[str, Any] = {
     "corpus": {"synth": {"extra_voices": False}},  # false: espeak-ng voices only, the corpus before
-    "model": {"encoder": "blstm", "packed": True, "kernel": 15},
+    "model": {"encoder": "blstm", "packed": True, "kernel": 15, "stack": 1},
     "ensemble": {"weights": None},
     "transfer": {"utterances": 0, "manifest": None},  # no transfer set
     "scale_by": "width",  # students: before, scale was a width factor
@@ -157,6 +157,7 @@ class ModelSettings(Section):
     dropout: float = 0.1
     packed: bool = False  #: true: the BiLSTM on packed sequences (same function, ~3x slower on a CPU)
     kernel: int = 15  #: encoder conv: frames per depthwise convolution (odd)
+    stack: int = 1  #: front-end frames per encoder step (2: the encoder at half the frame rate)
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,8 @@ class AsrSettings(Section):
                 raise ConfigError(f"{where}{key}.encoder: unknown encoder {model.encoder!r}; known: {sorted(ENCODERS)}")
             if model.kernel < 1 or model.kernel % 2 == 0:
                 raise ConfigError(f"{where}{key}.kernel must be odd (centred on its frame), got {model.kernel}")
+            if model.stack < 1:
+                raise ConfigError(f"{where}{key}.stack must be 1 or more frames per encoder step, got {model.stack}")
         for i, over in self.teachers.overrides.items():
             unknown = set(over) - {"model", "train"}
             if unknown:

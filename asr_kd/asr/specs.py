@@ -86,6 +86,7 @@ def _acoustic(m: ModelSettings, num_classes: int, n_mels: int) -> AcousticConfig
         encoder=m.encoder,
         packed=m.packed,
         kernel=m.kernel,
+        stack=m.stack,
     )
 
 

@@ -24,10 +24,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_kd.models.encoders import encoder_config
-from asr_kd.models.frontend import CONVS, ConvSubsampling, subsampled_lengths
+from asr_kd.models.frontend import CONVS, ConvSubsampling, frame_mask, subsampled_lengths
 
 __all__ = ["AcousticConfig", "CTCAcousticModel", "count_parameters", "parameter_count", "subsampled_lengths"]
 
@@ -46,6 +48,10 @@ class AcousticConfig:
         packed: the BiLSTM on packed sequences (``False``: on padded batches; the same
             function of the same weights, faster on a CPU).
         kernel: frames per depthwise convolution of the ``conv`` encoder (odd).
+        stack: front-end frames per encoder step (1: one each). With 2, pairs of adjacent
+            frames are concatenated, the encoder runs on half as many steps and the output
+            layer predicts both frames of a pair (low frame rate inside, the recipe's frame rate
+            outside: the same CTC targets and the same frame-level teacher posteriors).
     """
 
     num_classes: int
@@ -57,6 +63,7 @@ class AcousticConfig:
     encoder: str = "blstm"
     packed: bool = True
     kernel: int = 15
+    stack: int = 1
 
     @property
     def subsampling(self) -> int:
@@ -117,9 +124,11 @@ class CTCAcousticModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.conv_channels)
-        self.encoder = cfg.encoder_settings().build(self.subsample.out_dim)
+        if cfg.stack < 1:
+            raise ValueError(f"stack must be 1 or more frames per encoder step, got {cfg.stack}")
+        self.encoder = cfg.encoder_settings().build(self.subsample.out_dim * cfg.stack)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.output = nn.Linear(self.encoder.out_dim, cfg.num_classes)
+        self.output = nn.Linear(self.encoder.out_dim, cfg.num_classes * cfg.stack)
         self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     @property
@@ -131,7 +140,14 @@ class CTCAcousticModel(nn.Module):
         """``feats`` (batch, frames, n_mels), ``lengths`` (batch,) in frames ->
         logits (batch, frames / 4, classes) and output lengths."""
         x, out_lengths = self.subsample(feats, lengths)
-        return self.output(self.dropout(self.encoder(x, out_lengths))), out_lengths
+        s = self.cfg.stack
+        if s == 1:
+            return self.output(self.dropout(self.encoder(x, out_lengths))), out_lengths
+        b, t, d = x.shape
+        x = x * frame_mask(out_lengths.to(x.device), t).to(x.dtype)[..., None]  # padding alone or batched: 0
+        x = F.pad(x, (0, 0, 0, -t % s)).reshape(b, -1, s * d)
+        logits = self.output(self.dropout(self.encoder(x, torch.div(out_lengths + s - 1, s, rounding_mode="floor"))))
+        return logits.reshape(b, -1, self.cfg.num_classes)[:, :t], out_lengths
 
 
 def _rename_legacy_keys(state: dict, prefix: str, *args: Any) -> None:
