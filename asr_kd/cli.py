@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "asr_kd.commands.demo",
     "asr_kd.commands.run",
     "asr_kd.commands.infer",
+    "asr_kd.commands.export",
     "asr_kd.commands.data",
     "asr_kd.commands.cache_info",
     "asr_kd.commands.mnist",

@@ -207,6 +207,22 @@ def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
     assert "missing.csv" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an end-to-end recipe run
+def test_an_exported_student_scores_what_its_bundle_scores(tiny, tmp_path, capsys):
+    model, manifest = str(tiny.exp / "models" / "student-kd"), str(tiny.exp / "corpus" / "test.csv")
+    expected = json.loads((tiny.exp / "score" / "student-kd.json").read_text())
+    train = str(tiny.exp / "corpus" / "train.csv")
+    for out in ("student.onnx", "student.ts"):
+        assert main(["export", model, str(tmp_path / out)]) == 0
+        assert main(["evaluate", str(tmp_path / out), manifest, "--out", str(tmp_path / out[-4:])]) == 0
+        assert json.loads((tmp_path / out[-4:] / "scores.json").read_text())["wer"] == pytest.approx(expected["wer"])
+    assert main(["export", model, str(tmp_path / "int8.onnx"), "--int8"]) == 0
+    assert main(["evaluate", str(tmp_path / "int8.onnx"), manifest, "--beam", "8", "--lm-text", train]) == 0
+    wavs = [e.wav for e in read_manifest(manifest)[:2]]
+    assert main(["transcribe", str(tmp_path / "student.onnx"), *wavs]) == 0
+    capsys.readouterr()
+
+
 def _run(exp: Path, *extra: str) -> subprocess.Popen:
     cmd = [
         sys.executable,

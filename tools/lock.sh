@@ -19,6 +19,8 @@ trap 'rm -f "$BUILD" tools/requirements.lock.tmp' EXIT
 # The build backend is locked too: the project itself is installed with --no-build-isolation,
 # so a new setuptools release cannot change an install.
 printf 'setuptools>=77\nwheel\n' >"$BUILD"
+# The old lock as uv's output file: uv keeps its pins where they still fit (new packages only).
+cp tools/requirements.lock tools/requirements.lock.tmp
 "$UV" pip compile pyproject.toml "$BUILD" --extra test --universal --python-version 3.10 \
   --generate-hashes --no-header --no-annotate -o tools/requirements.lock.tmp
 {

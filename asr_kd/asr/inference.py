@@ -39,7 +39,8 @@ from asr_kd.asr.settings import BeamSettings
 from asr_kd.distill import combine
 from asr_kd.errors import UserError
 from asr_kd.io import read_json, write_json
-from asr_kd.models.bundle import LoadedModel, load_bundle
+from asr_kd.models.bundle import LoadedModel
+from asr_kd.models.export import ExportedModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def ensemble_log_probs(
 class _Member(nn.Module):
     """A loaded bundle as ``(raw feats, frames) -> (log-probs, out frames)``."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel | ExportedModel) -> None:
         super().__init__()
         self.loaded = loaded
 
@@ -88,7 +89,7 @@ class _Member(nn.Module):
 class System:
     """One model, or an ensemble of models of one recipe, that maps features to log-posteriors."""
 
-    members: list[LoadedModel]
+    members: list[LoadedModel | ExportedModel]
     method: str = "arithmetic"
     weights: Sequence[float] | None = None
 
@@ -140,7 +141,8 @@ def write_ensemble(
 def load_system(
     spec: str | os.PathLike, device: str = "cpu", method: str | None = None, weights: Sequence[float] | None = None
 ) -> System:
-    """A bundle, comma-separated bundles (an ensemble), or an ensemble folder (``ensemble.json``).
+    """A bundle, comma-separated bundles (an ensemble), or an ensemble folder (``ensemble.json``);
+    a bundle may also be an exported model (``.onnx``, ``.ts``: :mod:`asr_kd.models.export`).
 
     ``method`` / ``weights`` combine comma-separated bundles (default arithmetic, equal); an
     ensemble folder brings its own, which they may override.
@@ -157,7 +159,7 @@ def load_system(
     method = method or "arithmetic"
     if weights is not None and len(weights) != len(paths):
         raise UserError(f"{len(weights)} ensemble weights for {len(paths)} models; give one weight per model")
-    models = [load_bundle(p, device=device) for p in paths]  # BundleError names a wrong path
+    models = [load_model(p, device=device) for p in paths]  # BundleError names a wrong path
     base = models[0].info.get("fingerprint", {})
     for path, m in zip(paths, models, strict=False):
         if m.info.get("fingerprint", {}) != base:

@@ -136,14 +136,7 @@ class LoadedModel:
 
     def tokenizer(self):
         """The tokenizer the model was trained with (from the bundle's own copy)."""
-        from asr_kd.data.tokenizer import load_tokenizer
-
-        if not self.tokenizer_files:
-            raise BundleError("this model bundle holds no tokenizer; save it with tokenizer_dir")
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in self.tokenizer_files.items():
-                (Path(tmp) / name).write_bytes(data)
-            return load_tokenizer(tmp)
+        return tokenizer_from_files(self.tokenizer_files)
 
     @property
     def parameters(self) -> int:
@@ -161,6 +154,18 @@ class LoadedModel:
         x = self.norm(feats, frames, augment=False)
         logits, n = self.model(x, frames.to(x.device))
         return logits.log_softmax(-1), n
+
+
+def tokenizer_from_files(files: Mapping[str, bytes]):
+    """The tokenizer stored as ``{file name: bytes}`` in a bundle or an exported model."""
+    from asr_kd.data.tokenizer import load_tokenizer
+
+    if not files:
+        raise BundleError("this model holds no tokenizer; save its bundle with tokenizer_dir")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        return load_tokenizer(tmp)
 
 
 def load_bundle(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
