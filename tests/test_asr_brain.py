@@ -123,3 +123,32 @@ def test_cache_made_with_another_front_end_is_refused(tmp_path):
     student = make_brain(8, tmp_path, "student", kd=kd, teacher_cache=TeacherCache(tmp_path / "cache", fingerprint={}))
     with pytest.raises(RuntimeError, match="share the front end"):
         student.fit(range(1, 2), train, None, train_loader_kwargs={"batch_size": 4})
+
+
+def test_the_hint_term_reaches_the_layers_below_the_hooked_one_and_never_the_teacher():
+    from asr_kd.asr.hints import Hints
+
+    torch.manual_seed(0)
+    cfg = AcousticConfig(num_classes=VOCAB, n_mels=N_MELS, hidden=8, conv_channels=2, packed=False, dropout=0.0)
+    teacher = CTCAcousticModel(cfg)
+    student = CTCAcousticModel(AcousticConfig(**{**cfg.to_dict(), "hidden": 4, "stack": 3}))
+    hint = Hints(teacher, layer="encoder", weight=1.0).build(student)
+    assert hint.strides == [3] and hint.projections[0].out_features == 3 * 16  # 3 frames of 2 x 8 units
+    batch = sb.dataio.batch.PaddedBatch([dataset([1])[0], dataset([2])[0]])
+
+    def grads(brain):
+        student.zero_grad()
+        loss = brain.compute_objectives(brain.compute_forward(batch, sb.Stage.TRAIN), batch, sb.Stage.TRAIN)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+    def brain(**hparams):
+        modules = {"model": student, "frontend": Identity(), **({"hint": hint} if hparams else {})}
+        return CTCBrain(modules=modules, hparams={"detokenize": detokenize, **hparams}, run_opts={"device": "cpu"})
+
+    plain, hinted = grads(brain()), grads(brain(hint_teacher=teacher, hint_weight=1.0))
+    changed = {n for n in plain if not torch.allclose(plain[n], hinted[n])}
+    assert {n.split(".")[0] for n in changed} == {"subsample", "encoder"}  # the output layer: untouched
+    assert all(p.grad is None for p in teacher.parameters()) and hint.projections[0].weight.grad is not None
+    with pytest.raises(ValueError, match="no module 'decoder'"):
+        Hints(teacher, layer="decoder").build(student)

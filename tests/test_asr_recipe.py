@@ -27,7 +27,7 @@ CONFIG = str(default_config_path("synth_en"))
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     exp = tmp_path_factory.mktemp("tiny")
-    overrides = [f"exp_dir={exp}", "threads=2"]
+    overrides = [f"exp_dir={exp}", "threads=2", "students.kd.hint_weight=0.5"]  # hints on: tested end to end
     assert main(["run", CONFIG, "--preset", "tiny", *[a for o in overrides for a in ("--set", o)]]) == 0
     cfg = load_asr_config(CONFIG, "tiny", overrides)
     return AsrRecipe(cfg)

@@ -35,6 +35,7 @@ from asr_kd.asr.data import NO_TRANSCRIPT
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.guidance import guided_loss
 from asr_kd.distill import DistillationLoss, TeacherCache
+from asr_kd.models.frontend import frame_mask
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class CTCBrain(sb.Brain):
     (:class:`TeacherCache`) and ``blank_weight`` (weight of the soft term on frames
     whose teacher top-1 class is blank; default 1), ``guide_weight`` with ``guide_spikes``
     (``utt_id -> (frames,) long tensor``), ``name`` (the model's name in the epoch log lines),
+    ``hint_teacher`` and ``hint_weight`` with a ``hint`` module (:mod:`asr_kd.asr.hints`: the frozen
+    teacher runs on each training batch, the hint term is added with that weight),
     ``seed`` (each training epoch starts from ``torch.manual_seed(seed * 1000 + epoch)``, so a
     run resumed from an end-of-epoch checkpoint repeats the interrupted epoch exactly),
     ``lr_at`` (``(epoch, step) -> learning rate``, set before every optimiser step) and
@@ -88,6 +91,10 @@ class CTCBrain(sb.Brain):
         feats, rel = batch.feats
         lengths = absolute_lengths(rel, feats.shape[1])
         feats = self.modules.frontend(feats, lengths, augment=stage == sb.Stage.TRAIN)
+        teacher = getattr(self.hparams, "hint_teacher", None)
+        if stage == sb.Stage.TRAIN and teacher is not None:
+            with torch.no_grad():  # its hooked layer's output is the hint term's target
+                teacher.eval()(feats, lengths)
         logits, out_lengths = self.modules.model(feats, lengths)
         return logits, out_lengths
 
@@ -102,6 +109,8 @@ class CTCBrain(sb.Brain):
         hp = self.hparams
         if stage == sb.Stage.TRAIN and getattr(hp, "kd", None) is not None:
             loss = self._distillation_loss(logits, out_lengths, ctc, batch.id)
+        if stage == sb.Stage.TRAIN and getattr(hp, "hint_weight", 0) > 0:
+            loss = loss + hp.hint_weight * self.modules.hint(mask=frame_mask(out_lengths, logits.shape[1]))
         if stage == sb.Stage.TRAIN and getattr(hp, "guide_weight", 0) > 0:
             spikes = self._spikes(batch.id, logits.shape[1]).to(logits.device)
             loss = loss + hp.guide_weight * guided_loss(log_probs, spikes)

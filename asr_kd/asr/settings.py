@@ -49,6 +49,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "transfer": {"utterances": 0, "manifest": None},  # no transfer set
     "scale_by": "width",  # students: before, scale was a width factor
     "student_model": {},  # students: before, a student had the teacher's shape
+    "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0},  # no hints
 }
 
 T = TypeVar("T", bound="Section")
@@ -201,6 +202,10 @@ class KDSettings(Section):
     soft_weight: float = 1.0
     soft: str = "kl"
     blank_weight: float = 1.0
+    hint_weight: float = 0.0  #: > 0: also match a layer of one ensemble member (asr_kd.asr.hints)
+    hint_layer: str = "encoder"  #: the module matched, by name in both models
+    hint_loss: str = "mse"  #: mse | cosine
+    hint_teacher: int = 0  #: which member of the ensemble (its index)
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,13 @@ class AsrSettings(Section):
                 raise ConfigError(f"{where}{key}.kernel must be odd (centred on its frame), got {model.kernel}")
             if model.stack < 1:
                 raise ConfigError(f"{where}{key}.stack must be 1 or more frames per encoder step, got {model.stack}")
+        kd = self.students.kd
+        if kd.hint_weight < 0 or kd.hint_loss not in ("mse", "cosine"):
+            raise ConfigError(f"{where}students.kd: hint_weight must be >= 0 and hint_loss mse or cosine")
+        if not 0 <= kd.hint_teacher < self.teachers.count:
+            raise ConfigError(
+                f"{where}students.kd.hint_teacher: {kd.hint_teacher} is not a member (0..{self.teachers.count - 1})"
+            )
         for i, over in self.teachers.overrides.items():
             unknown = set(over) - {"model", "train"}
             if unknown:

@@ -61,6 +61,15 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
     unlabelled = ctx.transfer_ids() if spec.transfer else []
     if unlabelled:
         log.info(f"  {spec.name}: also {len(unlabelled)} transfer utterances, soft term only")
+    hints = None
+    if kd.hint_weight > 0:
+        from asr_kd.asr.hints import Hints
+        from asr_kd.models.bundle import load_bundle
+
+        member = ctx.plan.ensembles[ensemble][kd.hint_teacher]
+        teacher = load_bundle(ctx.exp.model_dir(member)).model
+        hints = Hints(teacher, kd.hint_layer, float(kd.hint_weight), kd.hint_loss)
+        log.info(f"  {spec.name}: hint term {kd.hint_weight} x {kd.hint_loss} at {kd.hint_layer!r} of {member}")
     return train_spec(
         ctx,
         spec,
@@ -68,4 +77,5 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
         kd=loss,
         teacher_cache=ctx.ensemble_cache(ensemble),
         blank_weight=float(kd.blank_weight),
+        hints=hints,
     )

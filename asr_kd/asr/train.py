@@ -85,7 +85,8 @@ def train_ctc(
         train_set, valid_set: datasets from :func:`asr_kd.asr.data.make_dataset`.
         train_lengths: frames per training item, in dataset order (for length buckets).
         info: stored in the bundle (fingerprint, name, tokenizer, ...).
-        hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...).
+        hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...), and
+            ``hints`` (:class:`~asr_kd.asr.hints.Hints`: intermediate-layer distillation).
     """
     from speechbrain.utils.epoch_loop import EpochCounter
 
@@ -101,7 +102,13 @@ def train_ctc(
     model = CTCAcousticModel(model_cfg)
     norm = FeatureNorm(cmvn, augment)
     counter = EpochCounter(cfg.epochs)
-    ckpt = AtomicCheckpointer(out / "ckpt", recoverables={"model": model, "counter": counter})
+    modules: dict[str, torch.nn.Module] = {"model": model, "frontend": norm}
+    hints = hparams.pop("hints", None)
+    if hints is not None:  # intermediate-layer distillation: its projection trains and resumes too
+        modules["hint"] = hints.build(model)
+        hparams.update(hint_teacher=hints.teacher.to(device), hint_weight=hints.weight)
+    recoverables = {k: v for k, v in modules.items() if k != "frontend"}  # its statistics are fixed
+    ckpt = AtomicCheckpointer(out / "ckpt", recoverables={**recoverables, "counter": counter})
     sampler = BucketBatchSampler(train_lengths, cfg.batch_size, seed=seed)
     history_path = out / "history.json"
     history: dict[str, Any] = read_json(history_path) if history_path.exists() else {}
@@ -115,7 +122,7 @@ def train_ctc(
         f"{len(sampler)} batches per epoch, seed {seed}"
     )
     brain = CTCBrain(
-        modules={"model": model, "frontend": norm},
+        modules=modules,
         opt_class=lambda params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         hparams={
             "detokenize": detokenize,

@@ -67,6 +67,11 @@ class HintLoss(nn.Module):
             learned where they differ. Omit to assume equal widths.
         loss: ``"mse"`` (mean squared error per position) or ``"cosine"``
             (``1 - cosine similarity`` per position).
+        strides: per pair, how many teacher positions (along the second-to-last dim) one
+            student position stands for (a student at a lower rate, e.g. one that reads 3
+            frames per step): the projection maps a student position to ``stride`` teacher
+            features, unfolded to the teacher's positions (the last, partial group trimmed).
+            Omit for 1 everywhere.
 
     Call it after both forward passes; pass ``mask`` (leading dims of the
     features, e.g. ``(batch, frames)``) to leave padded frames out. Captured
@@ -80,6 +85,7 @@ class HintLoss(nn.Module):
         pairs: Sequence[tuple[str, str]],
         widths: Sequence[tuple[int, int]] | None = None,
         loss: str = "mse",
+        strides: Sequence[int] | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -88,11 +94,16 @@ class HintLoss(nn.Module):
             raise ValueError("HintLoss needs at least one (student, teacher) module pair")
         if widths is not None and len(widths) != len(pairs):
             raise ValueError(f"got {len(widths)} widths for {len(pairs)} pairs")
+        if strides is not None and (len(strides) != len(pairs) or min(strides) < 1):
+            raise ValueError(f"give one stride >= 1 per pair, got {list(strides)} for {len(pairs)} pairs")
         self.pairs = list(pairs)
         self.loss = loss
+        self.strides = list(strides or [1] * len(pairs))
         self.projections = nn.ModuleList()
-        for s_width, t_width in widths or [(0, 0)] * len(pairs):
-            proj = nn.Linear(s_width, t_width) if s_width != t_width else nn.Identity()
+        for (s_width, t_width), stride in zip(widths or [(0, 0)] * len(pairs), self.strides, strict=True):
+            if stride > 1 and not s_width:
+                raise ValueError("a pair with a stride > 1 needs its widths (its projection is learned)")
+            proj = nn.Linear(s_width, stride * t_width) if s_width != stride * t_width else nn.Identity()
             self.projections.append(proj)
         self._student_feats: dict[int, Tensor] = {}
         self._teacher_feats: dict[int, Tensor] = {}
@@ -118,6 +129,8 @@ class HintLoss(nn.Module):
             )
         s = self.projections[i](self._student_feats[i].float())
         t = self._teacher_feats[i].float()
+        if self.strides[i] > 1:  # (..., n, stride * D) -> (..., n * stride, D), cut to the teacher's
+            s = s.reshape(*s.shape[:-2], -1, t.shape[-1])[..., : t.shape[-2], :]
         if s.shape != t.shape:
             raise ValueError(
                 f"pair {self.pairs[i]}: student features {tuple(s.shape)} (after projection) and teacher "
