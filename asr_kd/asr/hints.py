@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from asr_kd.distill.hints import HintLoss
+from asr_kd.models.acoustic import CTCAcousticModel
 
 
 @dataclass
@@ -39,10 +40,10 @@ class Hints:
     weight: float = 1.0
     loss: str = "mse"
 
-    def build(self, student: nn.Module) -> HintLoss:
+    def build(self, student: CTCAcousticModel) -> HintLoss:
         """The :class:`HintLoss` for ``student``: widths and rates from one dry forward pass."""
         self.teacher.eval().requires_grad_(False)
-        n_mels = int(student.cfg.n_mels)  # type: ignore[union-attr]  # a CTCAcousticModel
+        n_mels = student.cfg.n_mels
         s_out, t_out = _layer_output(student, self.layer, n_mels), _layer_output(self.teacher, self.layer, n_mels)
         stride = max(1, round(t_out.shape[-2] / s_out.shape[-2]))
         if -(-t_out.shape[-2] // stride) != s_out.shape[-2]:
