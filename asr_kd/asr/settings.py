@@ -44,7 +44,7 @@ ENSEMBLE_METHODS = ("arithmetic", "geometric")
 #: keyed as they appear in stage fingerprints. Such a value is left out of a fingerprint.
 ADDED_DEFAULTS: dict[str, Any] = {
     "corpus": {"synth": {"extra_voices": False}},  # false: espeak-ng voices only, the corpus before
-    "model": {"encoder": "blstm", "packed": True, "kernel": 15, "stack": 1},
+    "model": {"encoder": "blstm", "packed": True, "kernel": 15, "stack": 1, "delay": 0},
     "ensemble": {"weights": None},
     "transfer": {"utterances": 0, "manifest": None},  # no transfer set
     "scale_by": "width",  # students: before, scale was a width factor
@@ -159,6 +159,7 @@ class ModelSettings(Section):
     packed: bool = False  #: true: the BiLSTM on packed sequences (same function, ~3x slower on a CPU)
     kernel: int = 15  #: encoder conv: frames per depthwise convolution (odd)
     stack: int = 1  #: front-end frames per encoder step (2: the encoder at half the frame rate)
+    delay: int = 0  #: output frames read ahead (a streaming ``lstm`` student's delayed targets)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,8 @@ class AsrSettings(Section):
                 raise ConfigError(f"{where}{key}.kernel must be odd (centred on its frame), got {model.kernel}")
             if model.stack < 1:
                 raise ConfigError(f"{where}{key}.stack must be 1 or more frames per encoder step, got {model.stack}")
+            if model.delay < 0:
+                raise ConfigError(f"{where}{key}.delay must be 0 or more frames, got {model.delay}")
         kd = self.students.kd
         if kd.hint_weight < 0 or kd.hint_loss not in ("mse", "cosine"):
             raise ConfigError(f"{where}students.kd: hint_weight must be >= 0 and hint_loss mse or cosine")

@@ -87,6 +87,7 @@ def _acoustic(m: ModelSettings, num_classes: int, n_mels: int) -> AcousticConfig
         packed=m.packed,
         kernel=m.kernel,
         stack=m.stack,
+        delay=m.delay,
     )
 
 

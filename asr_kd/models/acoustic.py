@@ -52,6 +52,10 @@ class AcousticConfig:
             frames are concatenated, the encoder runs on half as many steps and the output
             layer predicts both frames of a pair (low frame rate inside, the recipe's frame rate
             outside: the same CTC targets and the same frame-level teacher posteriors).
+        delay: output frames the model reads ahead: the log-posteriors of frame ``t`` come from
+            the encoder's step at ``t + delay`` (0: none). With a unidirectional encoder
+            (``lstm``) this is the student's delayed targets of Kurata & Audhkhasi (2018): a
+            streaming model sees ``delay`` frames of the future before it commits to a frame.
     """
 
     num_classes: int
@@ -64,6 +68,7 @@ class AcousticConfig:
     packed: bool = True
     kernel: int = 15
     stack: int = 1
+    delay: int = 0
 
     @property
     def subsampling(self) -> int:
@@ -124,8 +129,8 @@ class CTCAcousticModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.conv_channels)
-        if cfg.stack < 1:
-            raise ValueError(f"stack must be 1 or more frames per encoder step, got {cfg.stack}")
+        if cfg.stack < 1 or cfg.delay < 0:
+            raise ValueError(f"stack must be >= 1 and delay >= 0 frames, got {cfg.stack} and {cfg.delay}")
         self.encoder = cfg.encoder_settings().build(self.subsample.out_dim * cfg.stack)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(self.encoder.out_dim, cfg.num_classes * cfg.stack)
@@ -140,14 +145,15 @@ class CTCAcousticModel(nn.Module):
         """``feats`` (batch, frames, n_mels), ``lengths`` (batch,) in frames ->
         logits (batch, frames / 4, classes) and output lengths."""
         x, out_lengths = self.subsample(feats, lengths)
-        s = self.cfg.stack
-        if s == 1:
+        s, ahead = self.cfg.stack, self.cfg.delay
+        if s == 1 and ahead == 0:
             return self.output(self.dropout(self.encoder(x, out_lengths))), out_lengths
         b, t, d = x.shape
         x = x * frame_mask(out_lengths.to(x.device), t).to(x.dtype)[..., None]  # padding alone or batched: 0
-        x = F.pad(x, (0, 0, 0, -t % s)).reshape(b, -1, s * d)
-        logits = self.output(self.dropout(self.encoder(x, torch.div(out_lengths + s - 1, s, rounding_mode="floor"))))
-        return logits.reshape(b, -1, self.cfg.num_classes)[:, :t], out_lengths
+        x = F.pad(x, (0, 0, 0, ahead + (-(t + ahead)) % s)).reshape(b, -1, s * d)
+        steps = torch.div(out_lengths + ahead + s - 1, s, rounding_mode="floor")
+        logits = self.output(self.dropout(self.encoder(x, steps)))
+        return logits.reshape(b, -1, self.cfg.num_classes)[:, ahead : ahead + t], out_lengths
 
 
 def _rename_legacy_keys(state: dict, prefix: str, *args: Any) -> None:

@@ -19,8 +19,11 @@ Example
 >>> conv = build_encoder("conv", in_dim=10, hidden=16, layers=2, kernel=5, dropout=0.0)
 >>> conv(torch.randn(3, 7, 10), torch.tensor([7, 5, 2])).shape, conv.out_dim
 (torch.Size([3, 7, 16]), 16)
+>>> uni = build_encoder("lstm", in_dim=10, hidden=16, layers=2, dropout=0.0)
+>>> uni(torch.randn(3, 7, 10), torch.tensor([7, 5, 2])).shape, uni.out_dim
+(torch.Size([3, 7, 16]), 16)
 >>> sorted(ENCODERS)
-['blstm', 'conv']
+['blstm', 'conv', 'lstm']
 """
 
 from __future__ import annotations
@@ -174,6 +177,41 @@ class PaddedBLSTMEncoder(nn.Module):
             base = name[: -len("_reverse")] if reverse else name
             stem, layer = base.rsplit("_l", 1)
             state[f"{prefix}{'bwd' if reverse else 'fwd'}.{layer}.{stem}_l0"] = state.pop(key)
+
+
+@register("lstm")
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Unidirectional LSTM, ``hidden`` units, ``layers`` layers: a streaming encoder (each frame
+    sees only the past; ``model.delay`` lets the output look a few frames ahead)."""
+
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.1
+
+    def build(self, in_dim: int) -> nn.Module:
+        return LSTMEncoder(in_dim, self.hidden, self.layers, self.dropout)
+
+    def scaled(self, factor: float) -> LSTMConfig:
+        return replace(self, hidden=max(1, round(self.hidden * factor)))
+
+
+class LSTMEncoder(nn.LSTM):
+    """A unidirectional LSTM on padded batches (exact: padding trails, the past never sees it);
+    :meth:`stream` carries its state from one chunk to the next."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__(in_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.out_dim = hidden
+        self.streams = True
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return nn.LSTM.forward(self, x)[0]
+
+    def stream(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``(batch, steps, in_dim)`` and the state after the previous chunk -> outputs, new state."""
+        out, new_state = nn.LSTM.forward(self, x, state)
+        return out, new_state
 
 
 @register("conv")
