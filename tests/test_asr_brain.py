@@ -133,6 +133,7 @@ def test_the_hint_term_reaches_the_layers_below_the_hooked_one_and_never_the_tea
     teacher = CTCAcousticModel(cfg)
     student = CTCAcousticModel(AcousticConfig(**{**cfg.to_dict(), "hidden": 4, "stack": 3}))
     hint = Hints(teacher, layer="encoder", weight=1.0).build(student)
+    teacher.requires_grad_(True)  # the brain's no_grad alone must keep the teacher out of the graph
     assert hint.strides == [3] and hint.projections[0].out_features == 3 * 16  # 3 frames of 2 x 8 units
     batch = sb.dataio.batch.PaddedBatch([dataset([1])[0], dataset([2])[0]])
 
@@ -152,3 +153,6 @@ def test_the_hint_term_reaches_the_layers_below_the_hooked_one_and_never_the_tea
     assert all(p.grad is None for p in teacher.parameters()) and hint.projections[0].weight.grad is not None
     with pytest.raises(ValueError, match="no module 'decoder'"):
         Hints(teacher, layer="decoder").build(student)
+    delayed = CTCAcousticModel(AcousticConfig(**{**cfg.to_dict(), "encoder": "lstm", "delay": 2}))
+    with pytest.raises(ValueError, match="train the delayed"):
+        Hints(teacher).build(delayed)

@@ -18,7 +18,8 @@ from asr_kd.models.export import FP32_TOLERANCE, export_model, load_model
 def _bundle(folder, **shape):
     tok = train_tokenizer(["HELLO WORLD", "GOOD DAY"], folder / "tok", kind="char")
     torch.manual_seed(0)
-    cfg = AcousticConfig(num_classes=tok.vocab_size + 1, n_mels=16, conv_channels=2, packed=False, **shape)
+    shape = {"packed": False, **shape}
+    cfg = AcousticConfig(num_classes=tok.vocab_size + 1, n_mels=16, conv_channels=2, **shape)
     cmvn = GlobalCMVN(16)
     cmvn.accumulate(3 + 2 * torch.randn(2, 50, 16), torch.tensor([50, 50]))
     cmvn.finalize()
@@ -30,6 +31,8 @@ SHAPES = {
     "blstm": {"hidden": 8},
     "blstm-stack3": {"hidden": 8, "stack": 3},
     "conv-stack2": {"hidden": 8, "encoder": "conv", "kernel": 3, "stack": 2},
+    "blstm-packed": {"hidden": 8, "packed": True},  # exported as the padded BiLSTM: the same function
+    "lstm-delay2": {"hidden": 8, "encoder": "lstm", "delay": 2},
 }
 
 
@@ -51,8 +54,9 @@ def test_an_exported_fp32_model_equals_pytorch_on_other_lengths_and_keeps_tokeni
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".ts"])
-def test_int8_is_smaller_and_close(tmp_path, suffix):
-    path = _bundle(tmp_path, hidden=64)
+@pytest.mark.parametrize("packed", [False, True])
+def test_int8_is_smaller_and_close(tmp_path, suffix, packed):
+    path = _bundle(tmp_path, hidden=64, packed=packed)
     fp32, int8 = export_model(path, tmp_path / f"a{suffix}"), export_model(path, tmp_path / f"b{suffix}", int8=True)
     assert int8["int8"] and int8["bytes"] < 0.5 * fp32["bytes"], (int8["bytes"], fp32["bytes"])
     assert 0 < int8["max_abs_diff"] < 0.5 and int8["argmax_agreement"] > 0.9
@@ -92,6 +96,9 @@ def test_wrong_or_damaged_exported_files_are_refused_by_name(tmp_path, capsys):
         assert str(tmp_path / name) in str(err.value)
     assert main(["export", str(path), str(tmp_path / "m.txt")]) == 2
     assert "give --format onnx or torchscript" in capsys.readouterr().err
+    lstm = _bundle(tmp_path / "lstm", hidden=8, encoder="lstm")
+    assert main(["export", str(lstm), str(tmp_path / "lstm.ts"), "--int8"]) == 2  # it would stay fp32
+    assert "export int8 as ONNX" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x.onnx")]) == 2
     assert "no trained model here" in capsys.readouterr().err
     assert main(["export", str(path), str(tmp_path / "c.ts"), "--int8"]) == 0

@@ -84,14 +84,15 @@ def _peak_mb(spec: str, feats_file: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def _exported(spec: str, suffix: str, int8: bool, work: Path) -> str:
+def _exported(name: str, spec: str, suffix: str, int8: bool, work: Path) -> str:
+    """Export each bundle of ``spec`` into ``work`` (named by the model's NAME and member index;
+    written anew every run, so a reused --work folder never serves another model's file)."""
     from asr_kd.models.export import export_model
 
     files = []
     for i, bundle in enumerate(spec.split(",")):
-        out = work / f"{Path(bundle).name}-{i}{'-int8' if int8 else ''}{suffix}"
-        if not out.exists():
-            export_model(bundle, out, int8=int8)
+        out = work / f"{name}-{i}{'-int8' if int8 else ''}{suffix}"
+        export_model(bundle, out, int8=int8)
         files.append(str(out))
     return ",".join(files)
 
@@ -130,8 +131,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     models = dict(m.split("=", 1) for m in args.model)
     chosen = [v for v in args.variants.split(",") if v]
+    if chosen[0] != "PyTorch fp32" or set(chosen) - set(VARIANTS):
+        p.error(f"--variants: PyTorch fp32 first (the reference), then any of {list(VARIANTS)[1:]}")
     specs = {
-        (name, v): spec if VARIANTS[v] is None else _exported(spec, *VARIANTS[v], work)
+        (name, v): spec if VARIANTS[v] is None else _exported(name, spec, *VARIANTS[v], work)
         for name, spec in models.items()
         for v in chosen
     }
@@ -182,7 +185,7 @@ def main() -> None:
         ref_wer = base[name][4]
         lines.append(
             f"| {name} | {variant} | {size / 1e6:.2f} MB | {peak:.0f} MB | {rtf:.4f} | {teacher[3] / rtf:.2f}x | "
-            f"{100 * wer:.2f} | {100 * (wer - ref_wer) / ref_wer:+.1f}% |"
+            f"{100 * wer:.2f} | {100 * (wer - ref_wer) / max(ref_wer, 1e-9):+.1f}% |"
         )
     emit_report(lines, args.out)
 

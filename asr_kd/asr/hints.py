@@ -43,13 +43,21 @@ class Hints:
     def build(self, student: CTCAcousticModel) -> HintLoss:
         """The :class:`HintLoss` for ``student``: widths and rates from one dry forward pass."""
         self.teacher.eval().requires_grad_(False)
+        teacher_cfg = getattr(self.teacher, "cfg", student.cfg)
+        if student.cfg.delay or teacher_cfg.delay:
+            raise ValueError(
+                "students.kd.hint_weight with model.delay: a delayed model's encoder steps do not line up "
+                "with the teacher's frames; train the delayed (streaming) student without hints"
+            )
+        if student.cfg.stack % teacher_cfg.stack:
+            raise ValueError(f"hints: a student stacking {student.cfg.stack} frames, a teacher {teacher_cfg.stack}")
+        stride = student.cfg.stack // teacher_cfg.stack
         n_mels = student.cfg.n_mels
         s_out, t_out = _layer_output(student, self.layer, n_mels), _layer_output(self.teacher, self.layer, n_mels)
-        stride = max(1, round(t_out.shape[-2] / s_out.shape[-2]))
         if -(-t_out.shape[-2] // stride) != s_out.shape[-2]:
             raise ValueError(
                 f"hint layer {self.layer!r}: the student gives {s_out.shape[-2]} positions for the teacher's "
-                f"{t_out.shape[-2]}, not a whole rate; choose a layer both run at related frame rates"
+                f"{t_out.shape[-2]}, not one per {stride}; choose a layer both run at their encoder's rate"
             )
         return HintLoss(
             student,

@@ -324,8 +324,11 @@ class AsrSettings(Section):
                 raise ConfigError(f"{where}{key}.kernel must be odd (centred on its frame), got {model.kernel}")
             if model.stack < 1:
                 raise ConfigError(f"{where}{key}.stack must be 1 or more frames per encoder step, got {model.stack}")
-            if model.delay < 0:
-                raise ConfigError(f"{where}{key}.delay must be 0 or more frames, got {model.delay}")
+            if model.delay < 0 or (model.delay and model.encoder != "lstm"):
+                raise ConfigError(
+                    f"{where}{key}.delay must be 0, or more frames with encoder: lstm (a bidirectional or "
+                    f"convolutional encoder already sees the future), got {model.delay} with {model.encoder}"
+                )
         kd = self.students.kd
         if kd.hint_weight < 0 or kd.hint_loss not in ("mse", "cosine"):
             raise ConfigError(f"{where}students.kd: hint_weight must be >= 0 and hint_loss mse or cosine")

@@ -52,9 +52,11 @@ class Streamer:
                 f"a {model.cfg.encoder!r} encoder reads the whole utterance; stream a model with encoder: lstm"
             )
         self.model = model.eval()
-        self.mean, self.std = mean, std
+        self.device = next(model.parameters()).device
+        self.mean = mean.to(self.device) if mean is not None else None
+        self.std = std.to(self.device) if std is not None else None
         self.factor = model.subsample.factor
-        self._feats = torch.zeros(0, model.cfg.n_mels)  # feature frames from global index self._base on
+        self._feats = torch.zeros(0, model.cfg.n_mels, device=self.device)  # frames from global index _base on
         self._base = 0  # global index of self._feats[0]
         self._next = 0  # next front-end frame to compute
         self._pending: list[Tensor] = []  # front-end frames waiting for a full encoder step
@@ -71,9 +73,10 @@ class Streamer:
     @torch.no_grad()
     def accept(self, feats: Tensor) -> Tensor:
         """``(frames, n_mels)`` more features -> ``(new frames, classes)`` log-posteriors."""
+        feats = feats.to(self.device).float()
         if self.mean is not None and self.std is not None:
             feats = (feats - self.mean) / self.std
-        self._feats = torch.cat([self._feats, feats.float()])
+        self._feats = torch.cat([self._feats, feats])
         arrived = self._base + len(self._feats)
         ready = max(0, (arrived - FRONT_LOOKAHEAD - 1) // self.factor + 1)  # frames whose input is complete
         return self._advance(ready, final=False)
@@ -88,7 +91,7 @@ class Streamer:
         if ready > self._next:
             start = max(0, self.factor * (self._next - 2))  # two frames of context: exact from local frame 2
             x = self._feats[start - self._base :]
-            out, _ = self.model.subsample(x[None], torch.tensor([len(x)]))
+            out, _ = self.model.subsample(x[None], torch.tensor([len(x)], device=self.device))
             local = self._next - start // self.factor
             self._pending += list(out[0, local : local + ready - self._next])
             self._next = ready
@@ -97,7 +100,7 @@ class Streamer:
         cfg = self.model.cfg
         if final:  # the whole-utterance pass pads delay frames, then up to a whole step
             total = self._stepped + len(self._pending) + cfg.delay
-            zero = torch.zeros(self.model.subsample.out_dim)
+            zero = torch.zeros(self.model.subsample.out_dim, device=self.device)
             self._pending += [zero] * (cfg.delay + (-total) % cfg.stack)
         steps = len(self._pending) // cfg.stack
         logits: list[Tensor] = []
@@ -113,7 +116,7 @@ class Streamer:
             frames = frames[: max(0, self._next - self._emitted)]
         self._emitted += len(frames)
         if not frames:
-            return torch.zeros(0, cfg.num_classes)
+            return torch.zeros(0, cfg.num_classes, device=self.device)
         return F.log_softmax(torch.stack(frames), dim=-1)
 
 
