@@ -105,3 +105,32 @@ def test_wrong_or_damaged_exported_files_are_refused_by_name(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torchscript int8" in out and "max abs difference" in out
     assert json.loads(json.dumps(load_model(tmp_path / "c.ts").record))["info"]["x"] == 1
+
+
+def test_transcribe_streams_an_lstm_model_as_it_decodes_the_whole_file(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(12000)).astype("float32"), 16000)
+    lstm = _bundle(tmp_path / "lstm", hidden=8, encoder="lstm", delay=1)
+    lstm_80 = tmp_path / "lstm80"
+    tok = train_tokenizer(["HELLO WORLD"], tmp_path / "tok80", kind="char")
+    torch.manual_seed(0)
+    cfg = AcousticConfig(num_classes=tok.vocab_size + 1, n_mels=80, conv_channels=2, hidden=8, encoder="lstm", delay=1)
+    cmvn = GlobalCMVN(80)
+    cmvn.accumulate(torch.randn(1, 20, 80), torch.tensor([20]))
+    cmvn.finalize()
+    info = {"fingerprint": {"features": {"n_mels": 80}}}
+    save_bundle(lstm_80 / "model.pt", CTCAcousticModel(cfg), cmvn, info, tokenizer_dir=tmp_path / "tok80")
+    wav = str(tmp_path / "a.wav")
+    assert main(["transcribe", str(lstm_80), wav]) == 0
+    whole = capsys.readouterr().out
+    assert main(["transcribe", str(lstm_80), wav, "--chunk-ms", "160"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == whole.splitlines()[-1]  # the same text, decoded as a stream
+    assert "latency 230 ms" in out  # 160 ms chunks + 30 ms front end + 40 ms delay
+    assert main(["transcribe", str(lstm), wav, "--chunk-ms", "160", "--beam", "4"]) == 2
+    assert "greedy only" in capsys.readouterr().err
+    blstm = _bundle(tmp_path / "blstm", hidden=8)
+    assert main(["transcribe", str(blstm), wav, "--chunk-ms", "160"]) == 2
+    assert "stream a model with encoder: lstm" in capsys.readouterr().err

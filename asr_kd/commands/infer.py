@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("transcribe", help="print the text a trained model hears in audio files")
     t.add_argument("model", help="model bundle (model.pt or its folder); several, comma-separated, form an ensemble")
     t.add_argument("audio", nargs="+", help="audio files (any sample rate or channel count)")
+    t.add_argument(
+        "--chunk-ms",
+        type=int,
+        default=0,
+        help="decode as a stream, in chunks of this many ms of audio (a model with encoder: lstm; greedy); "
+        "prints the latency and the text after each chunk with -v",
+    )
     _common(t)
     t.set_defaults(func=transcribe)
 
@@ -133,6 +140,43 @@ def _decode(system, paths, args: argparse.Namespace) -> list[str]:
     return texts
 
 
+def _stream(system, paths, args: argparse.Namespace) -> list[str]:
+    """Greedy transcripts decoded chunk by chunk (:mod:`asr_kd.models.streaming`)."""
+    import logging
+
+    import torch
+
+    from asr_kd.asr.data import load_wavs_features
+    from asr_kd.asr.decode import greedy_decode
+    from asr_kd.models.bundle import LoadedModel
+    from asr_kd.models.streaming import Streamer
+
+    model = system.members[0]
+    if len(system.members) > 1 or not isinstance(model, LoadedModel) or args.beam:
+        raise UserError("--chunk-ms streams one model bundle (not an ensemble or an exported file), greedy only")
+    config = system.feature_config()
+    chunk = max(1, round(args.chunk_ms / config.hop_ms))
+    tokenizer, texts, log = system.tokenizer(), [], logging.getLogger(__name__)
+    for path in paths:
+        feats, _ = load_wavs_features([path], config)
+        try:
+            cmvn = model.norm.cmvn
+            streamer = Streamer(model.model, *((cmvn.mean, cmvn.std) if cmvn is not None else (None, None)))
+        except ValueError as err:
+            raise UserError(f"--chunk-ms: {err}") from None
+        pieces = []
+        for start in range(0, feats.shape[1], chunk):
+            pieces.append(streamer.accept(feats[0, start : start + chunk]))
+            lp = torch.cat(pieces)
+            partial = tokenizer.decode(greedy_decode(lp[None], torch.tensor([len(lp)]))[0])
+            log.debug(f"{path} after {(start + chunk) * config.hop_ms:.0f} ms: {partial}")
+        lp = torch.cat([*pieces, streamer.finish()])
+        texts.append(tokenizer.decode(greedy_decode(lp[None], torch.tensor([len(lp)]))[0]))
+    latency = streamer.latency_ms(chunk, config.hop_ms)
+    log.info(f"streamed in {chunk * config.hop_ms:.0f} ms chunks: latency {latency:.0f} ms")
+    return texts
+
+
 def evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -183,7 +227,7 @@ def transcribe(args: argparse.Namespace) -> int:
         except AudioError as err:
             raise UserError(f"{err}; give WAV, FLAC, OGG or MP3 files that hold speech") from None
     try:
-        texts = _decode(system, args.audio, args)
+        texts = _stream(system, args.audio, args) if args.chunk_ms else _decode(system, args.audio, args)
     except (AudioError, RuntimeError) as err:
         raise UserError(f"could not read the audio: {err}") from None
     for path, text in zip(args.audio, texts, strict=False):
