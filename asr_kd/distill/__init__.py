@@ -11,6 +11,7 @@ Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
   ``cache_format`` (the files on disk), ``cache_writer`` and ``cache_reader``.
 - ``hints``: intermediate-layer distillation through forward hooks.
 - ``specialists``: generalist + specialists with a dustbin class (the paper's Section 5).
+- ``online``: peers and a student trained together in one pass (online / mutual distillation).
 """
 
 from .cache import CacheError, CacheWriter, TeacherCache
@@ -18,6 +19,7 @@ from .ensemble import combine
 from .hints import HintLoss
 from .losses import logit_matching_loss, masked_mean, soft_target_kl, soft_target_loss
 from .objective import DistillationLoss, LossOutput, WeightedLoss
+from .online import OnlineDistillation
 from .targets import TopK
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "TeacherCache",
     "DistillationLoss",
     "LossOutput",
+    "OnlineDistillation",
     "TopK",
     "WeightedLoss",
     "combine",
