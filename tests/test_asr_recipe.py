@@ -135,6 +135,47 @@ def test_a_transfer_set_is_cached_by_id_and_taught_to_the_students(tiny, tmp_pat
     assert recipe.ctx.plan.spec("student-kd").transfer and not recipe.ctx.plan.spec("student-scratch").transfer
 
 
+@pytest.mark.slow  # an end-to-end recipe run on the tiny experiment
+def test_small_data_stage_end_to_end(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    from asr_kd.asr import brain
+    from asr_kd.asr.data import draw_subset
+    from asr_kd.io import read_json
+
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny.exp, exp, copy_function=os.link)  # every file is replaced by a rename, never edited
+    overrides = [f"exp_dir={exp}", "threads=2", "students.kd.hint_weight=0.5"]
+    overrides += ["small_data.share=0.25", "small_data.epochs=3"]
+    recipe = AsrRecipe(load_asr_config(CONFIG, "tiny", overrides))
+    status = dict(recipe.status())
+    assert status["student-kd"] == status["teacher-0"] == "done" and status["small-hard"] != "done"
+    seen: list[str] = []
+    real_step = brain.CTCBrain.compute_objectives
+
+    def spy(self, predictions, batch, stage):
+        if stage == brain.sb.Stage.TRAIN:
+            seen.extend(batch.id)
+        return real_step(self, predictions, batch, stage)
+
+    monkeypatch.setattr(brain.CTCBrain, "compute_objectives", spy)
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert main(["run", CONFIG, "--preset", "tiny", *sets]) == 0
+
+    drawn = draw_subset(list(recipe.texts("train")), 0.25, 0)
+    assert len(drawn) == 10 and set(seen) == set(drawn)  # both models, only the drawn utterances
+    soft, hard = recipe.ctx.exp.info("small-soft"), recipe.ctx.exp.info("small-hard")
+    assert soft["selected"] == "last" and soft["best_epoch"] == 3 and "selected" not in hard
+    table = read_json(exp / "score" / "small_data.json")
+    rows = {r["system"]: r for r in table["rows"]}
+    assert set(rows) == {"teacher-0", "small-hard", "small-soft", "ensemble"}
+    for r in rows.values():
+        assert 0 <= r["train_frame_accuracy"] <= 1 and 0 <= r["test_agreement"] <= 1
+    assert rows["teacher-0"]["test_agreement"] == 1.0  # teacher 0 against itself
+    assert rows["small-hard"]["wer"] == read_json(exp / "score" / "small-hard.json")["wer"]
+    assert "Table 5" in (exp / "RESULTS.md").read_text() and (exp / "plots" / "small_data.png").exists()
+
+
 def _conv_out(n: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:
     """Output length of one convolution along time: floor((n + 2 * padding - kernel) / stride) + 1."""
     return (n + 2 * padding - kernel) // stride + 1

@@ -190,3 +190,19 @@ def load_wavs_features(
     """Raw log-Mel features ``(B, F, D)`` and frame counts of audio files (any rate, any channels)."""
     wavs, lengths = collate_audio([load_audio(p, config.sample_rate) for p in paths])
     return FrontEnd(config)(wavs, lengths)
+
+
+def draw_subset(ids: Sequence[str], share: float, seed: int = 0) -> list[str]:
+    """A reproducible ``share`` of ``ids`` (at least one), in sorted order: the same draw for
+    the same IDs, share and seed on every machine, whatever the order ``ids`` come in.
+
+    >>> draw_subset([f"u{i}" for i in range(100)], 0.03, seed=0)
+    ['u53', 'u57', 'u97']
+    >>> draw_subset(["b", "a"], 1.0)
+    ['a', 'b']
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    pool = sorted(ids)
+    k = max(1, round(share * len(pool)))
+    return sorted(random.Random(seed).sample(pool, k))

@@ -38,14 +38,16 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 
 
-def forced_spikes(
+def forced_frames(
     log_probs: Tensor,
     lengths: Tensor,
     targets: Tensor,
     target_lengths: Tensor,
     blank: int = 0,
 ) -> Tensor:
-    """Per-frame spike labels from a reference model's forced alignment.
+    """Per-frame labels of a reference model's forced alignment (``torchaudio.functional.
+    forced_align``): the CTC path of the transcript that the model finds most likely, blank
+    or token on every frame (the CTC counterpart of a hybrid system's frame labels).
 
     Args:
         log_probs: ``(batch, frames, classes)`` reference log-probabilities.
@@ -54,9 +56,9 @@ def forced_spikes(
         target_lengths: ``(batch,)`` tokens per item.
 
     Returns:
-        ``(batch, frames)`` long tensor: the token on the first frame of each
-        aligned token (its spike), ``IGNORE`` (-100) elsewhere. An item that
-        cannot be aligned (fewer frames than CTC needs) is all ``IGNORE``.
+        ``(batch, frames)`` long tensor: the path's label per frame, ``IGNORE`` (-100) on
+        padding and on every frame of an item that cannot be aligned (an empty transcript,
+        or fewer frames than CTC needs).
     """
     out = torch.full(log_probs.shape[:2], IGNORE, dtype=torch.long)
     lp = log_probs.detach().float().cpu()
@@ -69,10 +71,24 @@ def forced_spikes(
         if n < m + repeats:
             continue
         path, _ = AF.forced_align(lp[b : b + 1, :n], tgt.unsqueeze(0).int(), blank=blank)
-        path = path[0]
-        starts = (path != blank) & torch.cat([torch.tensor([True]), path[1:] != path[:-1]])
-        out[b, :n] = torch.where(starts, path.long(), torch.full_like(path.long(), IGNORE))
+        out[b, :n] = path[0].long()
     return out.to(log_probs.device)
+
+
+def forced_spikes(
+    log_probs: Tensor,
+    lengths: Tensor,
+    targets: Tensor,
+    target_lengths: Tensor,
+    blank: int = 0,
+) -> Tensor:
+    """Per-frame spike labels from a reference model's forced alignment (:func:`forced_frames`,
+    same arguments): the token on the first frame of each aligned token (its spike),
+    ``IGNORE`` (-100) elsewhere and on items that cannot be aligned."""
+    path = forced_frames(log_probs, lengths, targets, target_lengths, blank)
+    prev = torch.cat([torch.full_like(path[:, :1], IGNORE), path[:, :-1]], dim=1)
+    starts = (path != blank) & (path != IGNORE) & (path != prev)
+    return torch.where(starts, path, torch.full_like(path, IGNORE))
 
 
 def guided_loss(log_probs: Tensor, spikes: Tensor) -> Tensor:

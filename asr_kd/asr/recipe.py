@@ -12,6 +12,7 @@ each stage's work is a function of its own module, taking the run's
 5. ``ensemble`` (:mod:`asr_kd.asr.ensemble`): each ensemble's cached frame posteriors.
 6. ``student-*`` (:mod:`asr_kd.asr.students`): scratch, distilled, sequence-level students.
 7. ``score`` (:mod:`asr_kd.asr.score`): every model and ensemble on the test set.
+   ``small-data`` (:mod:`asr_kd.asr.small_data`, with ``small_data.share`` > 0): the paper's Table 5.
 8. ``report`` (:mod:`asr_kd.asr.report`): ``RESULTS.md``, ``results.json`` and plots.
 
 Which models exist is decided once, from the settings (:func:`asr_kd.asr.specs.plan`).
@@ -42,6 +43,7 @@ from asr_kd.asr.prepare import prepare
 from asr_kd.asr.report import write_report
 from asr_kd.asr.score import score_systems
 from asr_kd.asr.settings import AsrSettings, stable
+from asr_kd.asr.small_data import MODELS, score_small_data
 from asr_kd.asr.students import train_student
 from asr_kd.asr.teachers import train_teacher
 from asr_kd.asr.transfer import prepare_transfer
@@ -147,7 +149,18 @@ class AsrRecipe:
                 outputs=[exp.score_dir],
             )
         )
-        stages.append(Stage("report", lambda: write_report(ctx), {}, depends=["score"]))
+        small = ["small-data"] if s.small_data.share > 0 else []
+        if small:
+            stages.append(
+                Stage(
+                    "small-data",
+                    lambda: score_small_data(ctx),
+                    {"small_data": cfg["small_data"]},
+                    depends=["prepare", "ensemble", "teacher-0", *MODELS, "score"],
+                    outputs=[exp.score_dir / "small_data.json"],
+                )
+            )
+        stages.append(Stage("report", lambda: write_report(ctx), {}, depends=["score", *small]))
         return stages
 
     def status(self) -> list[tuple[str, str]]:

@@ -242,6 +242,9 @@ def write_report(ctx: Context) -> dict:
                     targets[ens][f"{s}_batched_speedup_vs_teacher"] = teacher["rtf_batched"] / batched
                     targets[ens][f"{s}_batched_speedup_vs_ensemble"] = by_name[ens]["rtf_batched"] / batched
     plots = _plots(ctx, [r["system"] for r in rows if len(r["members"]) == 1], scores)
+    small = layout.score_dir / "small_data.json"  # stage small-data (the paper's Table 5)
+    if ctx.settings.small_data.share > 0 and small.exists():
+        plots.append("plots/small_data.png")
     cfg = ctx.settings.to_dict()
     result = {
         "preset": ctx.raw.get("preset"),
@@ -263,6 +266,7 @@ def write_report(ctx: Context) -> dict:
         "rows": rows,
         "targets": targets,
         "plots": plots,
+        **({"small_data": read_json(small)} if "plots/small_data.png" in plots else {}),
     }
     write_json(layout.results_file, result)
     write_text(layout.results_md, render_markdown(result))
@@ -361,6 +365,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             if k.endswith("_speedup_vs_teacher") or k.endswith("_speedup_vs_ensemble"):
                 lines.append(f"- {k.replace('_', ' ')}: {v:.2f}x")
         lines.append("")
+    if r.get("small_data"):
+        from asr_kd.asr.small_data import render_small_data
+
+        lines += [*render_small_data(r["small_data"]), ""]
     for p in r["plots"]:
         lines.append(f"![{Path(p).stem}]({p})")
     return "\n".join(lines) + "\n"

@@ -229,6 +229,19 @@ class StudentSettings(Section):
 
 
 @dataclass(frozen=True)
+class SmallDataSettings(Section):
+    """The paper's Table 5, soft targets as a regulariser: with ``share`` > 0, two models of a
+    teacher's size on that share of the transcribed training utterances (the same ones, drawn
+    with ``seed``), trained ``epochs`` epochs: ``small-hard`` on the transcripts (CTC, best epoch
+    on validation) and ``small-soft`` on the ensemble's soft targets plus the hard term
+    (``students.kd``; its last epoch: no early stopping)."""
+
+    share: float = 0.0
+    epochs: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class BeamSettings(Section):
     """Beam search over the training transcripts' words with their n-gram LM (size 0: greedy only)."""
 
@@ -266,6 +279,7 @@ class AsrSettings(Section):
     teachers: TeacherSettings = field(default_factory=TeacherSettings)
     ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     students: StudentSettings = field(default_factory=StudentSettings)
+    small_data: SmallDataSettings = field(default_factory=SmallDataSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
 
     @classmethod
@@ -302,6 +316,8 @@ class AsrSettings(Section):
                 "transfer.utterances synthesises a transfer set for corpus.kind synth only; for another "
                 "corpus give a manifest of untranscribed audio with --set transfer.manifest=PATH",
             ),
+            (0 <= self.small_data.share < 1, "small_data.share must be in [0, 1): 0 (off) or a share, e.g. 0.03"),
+            (self.small_data.epochs >= 1, "small_data.epochs must be at least 1"),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
             (

@@ -44,6 +44,9 @@ class ModelSpec:
         transfer: a ``kd`` or ``sequence`` student that also learns from the transfer set.
         twin: a distilled student's scratch student of the same size, seed and schedule.
         seed_pair: one of the distilled students that differ only by seed (their spread).
+        subset, subset_seed: the share of the transcribed training utterances it learns from
+            (1.0: all), drawn with this seed (:func:`asr_kd.asr.data.draw_subset`).
+        select: the epoch kept, ``best`` on validation or ``last`` (no early stopping).
         fingerprint: what its stage records (a change retrains it).
     """
 
@@ -62,6 +65,9 @@ class ModelSpec:
     transfer: bool = False
     twin: str | None = None
     seed_pair: bool = False
+    subset: float = 1.0
+    subset_seed: int = 0
+    select: str = "best"
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def architecture(self, num_classes: int, n_mels: int) -> AcousticConfig:
@@ -223,4 +229,26 @@ def plan(s: AsrSettings) -> Plan:
         students.append(_student(s, f"student-scratch-w{w:g}", "scratch", None, float(w), None, "width"))
         kd_w = _student(s, f"student-kd-w{w:g}", "kd", main, float(w), kd, "width")
         students.append(replace(kd_w, twin=f"student-scratch-w{w:g}"))
+    if s.small_data.share > 0:
+        students += _small_data(s, main)
     return Plan(teachers, ensembles, students)
+
+
+def _small_data(s: AsrSettings, ensemble: str) -> list[ModelSpec]:
+    """The paper's Table 5 pair: teacher-0's model, seed and schedule (``small_data.epochs``
+    epochs) on a small share of the training set, with hard labels and with soft targets."""
+    sd = s.small_data
+    train = replace(s.train, epochs=sd.epochs)
+    fp: dict[str, Any] = {
+        "model": s.model.to_dict(),
+        "train": train.to_dict(),
+        "specaugment": s.to_dict()["specaugment"],
+        "seed": s.seed,
+        "small_data": sd.to_dict(),
+    }
+    hard = ModelSpec(
+        "small-hard", "student", s.seed, s.model, train, "scratch", subset=sd.share, subset_seed=sd.seed, fingerprint=fp
+    )
+    soft_fp = {**fp, "kd": s.students.kd.to_dict(), "ensemble": ensemble}
+    soft = replace(hard, name="small-soft", variant="kd", ensemble=ensemble, kd=s.students.kd, select="last")
+    return [hard, replace(soft, fingerprint=soft_fp)]

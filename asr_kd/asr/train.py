@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from asr_kd.asr.checkpoint import AtomicCheckpointer
-from asr_kd.asr.data import BucketBatchSampler, encode_transcripts, make_dataset
+from asr_kd.asr.data import BucketBatchSampler, draw_subset, encode_transcripts, make_dataset
 from asr_kd.asr.settings import TrainSettings
 from asr_kd.data.features import FeatureNorm, GlobalCMVN, SpecAugmentConfig
 from asr_kd.io import read_json, write_json
@@ -77,6 +77,7 @@ def train_ctc(
     augment: SpecAugmentConfig | None = SpecAugmentConfig(),
     device: str = "cpu",
     progress: bool = True,
+    select: str = "best",
     **hparams: Any,
 ) -> Path:
     """Train one CTC model in ``out_dir`` (resumably) and return the path of its ``model.pt``.
@@ -85,6 +86,7 @@ def train_ctc(
         train_set, valid_set: datasets from :func:`asr_kd.asr.data.make_dataset`.
         train_lengths: frames per training item, in dataset order (for length buckets).
         info: stored in the bundle (fingerprint, name, tokenizer, ...).
+        select: the epoch kept: ``best`` validation WER, or ``last`` (no early stopping).
         hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...), and
             ``hints`` (:class:`~asr_kd.asr.hints.Hints`: intermediate-layer distillation).
     """
@@ -144,7 +146,7 @@ def train_ctc(
         train_loader_kwargs={"batch_sampler": sampler},
         valid_loader_kwargs={"batch_size": cfg.batch_size},
     )
-    best = ckpt.find_checkpoint(min_key="WER")
+    best = ckpt.find_checkpoint(min_key="WER") if select == "best" else ckpt.find_checkpoint(max_key="epoch")
     if best is None:
         raise RuntimeError(f"{out}: training ended without a checkpoint; look at the log above")
     ckpt.load_checkpoint(best)
@@ -160,11 +162,12 @@ def train_ctc(
             "parameters": count_parameters(model),
             "train": asdict(cfg),
             "seed": seed,
+            **({"selected": select} if select != "best" else {}),
         },
         tokenizer_dir=tokenizer_dir,
     )
     log.info(
-        f"{out.name}: best epoch {best.meta.get('epoch')} (valid WER {100 * best.meta['WER']:.2f}) -> {bundle_path}"
+        f"{out.name}: {select} epoch {best.meta.get('epoch')} (valid WER {100 * best.meta['WER']:.2f}) -> {bundle_path}"
     )
     return bundle_path
 
@@ -183,6 +186,9 @@ def train_spec(
     exp = ctx.exp
     tok = exp.tokenizer()
     train_tokens = encode_transcripts(texts if texts is not None else exp.texts("train"), tok.encode)
+    if spec.subset < 1:  # a small share of the transcribed utterances (small_data: the paper's Table 5)
+        train_tokens = {u: train_tokens[u] for u in draw_subset(list(train_tokens), spec.subset, spec.subset_seed)}
+        log.info(f"  {spec.name}: {len(train_tokens)} training utterances ({100 * spec.subset:g}% drawn)")
     train_tokens.update({u: [] for u in unlabelled})  # no transcript: no CTC term (asr_kd.asr.brain)
     valid_tokens = encode_transcripts(exp.texts("valid"), tok.encode, "validation transcript", skip=log.warning)
     feats, vfeats = exp.feats("train"), exp.feats("valid")
@@ -204,5 +210,6 @@ def train_spec(
         augment=SpecAugmentConfig(**augment.to_dict()) if augment is not None else None,
         device=ctx.device,
         progress=ctx.settings.progress,
+        select=spec.select,
         **hparams,
     )
