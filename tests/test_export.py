@@ -31,7 +31,7 @@ SHAPES = {
     "blstm": {"hidden": 8},
     "blstm-stack3": {"hidden": 8, "stack": 3},
     "conv-stack2": {"hidden": 8, "encoder": "conv", "kernel": 3, "stack": 2},
-    "blstm-packed": {"hidden": 8, "packed": True},  # exported as the padded BiLSTM: the same function
+    "blstm-packed": {"hidden": 8, "packed": True},  # ONNX: packed, TorchScript: padded (the same function)
     "lstm-delay2": {"hidden": 8, "encoder": "lstm", "delay": 2},
 }
 
@@ -64,13 +64,32 @@ def test_int8_is_smaller_and_close(tmp_path, suffix, packed):
     assert record["int8"] and record["format"] == ("onnx" if suffix == ".onnx" else "torchscript")
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_bilstm_goes_to_onnx_as_one_bidirectional_node_per_layer_int8_but_its_convs(tmp_path, packed):
+    import onnx
+
+    path = _bundle(tmp_path, hidden=8, layers=2, packed=packed)
+    export_model(path, tmp_path / "m.onnx", int8=True)
+    nodes = onnx.load(str(tmp_path / "m.onnx")).graph.node
+    lstms = [n for n in nodes if n.op_type == "DynamicQuantizeLSTM"]
+    assert len(lstms) == 2 and "GatherElements" not in [n.op_type for n in nodes]  # no per-item reversal
+    for n in lstms:
+        assert {a.name: a.s for a in n.attribute}["direction"] == b"bidirectional"
+        assert n.input[4]  # sequence_lens: each item's own length
+    ops = [n.op_type for n in nodes]
+    assert ops.count("Conv") == 2 and "ConvInteger" not in ops
+
+
 def test_an_exported_model_decodes_through_the_inference_path(tmp_path):
     path = _bundle(tmp_path, hidden=8)
     export_model(path, tmp_path / "m.onnx")
     x, n = torch.randn(2, 60, 16), torch.tensor([60, 41])
-    (a, _), (b, _) = load_system(str(path)).log_probs(x, n), load_system(str(tmp_path / "m.onnx")).log_probs(x, n)
-    torch.testing.assert_close(b, a, atol=FP32_TOLERANCE, rtol=0)
+    (a, na), (b, nb) = load_system(str(path)).log_probs(x, n), load_system(str(tmp_path / "m.onnx")).log_probs(x, n)
+    assert torch.equal(na, nb)
+    for i in range(2):  # real frames only: what padded frames hold differs (and is never read)
+        torch.testing.assert_close(b[i, : na[i]], a[i, : na[i]], atol=FP32_TOLERANCE, rtol=0)
     two, k = load_system(f"{tmp_path / 'm.onnx'},{path}").log_probs(x, n)  # an exported model and a bundle
+    assert torch.equal(k, na)
     for i in range(2):
         torch.testing.assert_close(two[i, : k[i]], a[i, : k[i]], atol=FP32_TOLERANCE, rtol=0)
 

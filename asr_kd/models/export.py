@@ -9,10 +9,11 @@ or plain torch (TorchScript), no training code; :func:`load_model` loads a bundl
 file, so ``asr-kd evaluate`` / ``transcribe`` and :mod:`asr_kd.asr.inference` take both.
 
 APIs used, and their status in torch 2.11: ONNX through ``torch.onnx.export(..., dynamo=False)``,
-the TorchScript-based exporter (deprecated in favour of the ``torch.export`` one, which cannot
-export the padded BiLSTM's data-dependent reversal, ``reverse_within``); int8 ONNX by
-``onnxruntime.quantization.quantize_dynamic`` (int8 weights of LSTM, MatMul and Conv,
-activations quantised per call); TorchScript by ``torch.jit.trace`` (TorchScript is in
+the TorchScript-based exporter (deprecated in favour of the ``torch.export`` one, which failed
+here on the padded BiLSTM's data-dependent reversal, ``reverse_within``; a BiLSTM goes to ONNX
+in its packed form, one bidirectional ``LSTM`` node per layer with ``sequence_lens``); int8 ONNX by
+``onnxruntime.quantization.quantize_dynamic`` (int8 weights of LSTM and MatMul, activations
+quantised per call; the small convolutions stay fp32); TorchScript by ``torch.jit.trace`` (TorchScript is in
 maintenance mode) and int8 TorchScript by ``torch.ao.quantization.quantize_dynamic``
 (``nn.LSTM`` and ``nn.Linear``; deprecated, to move to torchao).
 
@@ -58,6 +59,7 @@ FORMATS = ("onnx", "torchscript")
 SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}
 RECORD = "asr_kd"  #: the metadata key (ONNX) / extra file stem (TorchScript) of the JSON record
 FP32_TOLERANCE = 1e-4  #: max abs difference of log-posteriors, exported fp32 vs PyTorch
+INT8_OPS = ["LSTM", "MatMul"]  #: ONNX operators whose weights int8 export quantises
 
 
 class Deployable(nn.Module):
@@ -94,7 +96,7 @@ def export_model(
     fmt = fmt or SUFFIXES.get(Path(out).suffix.lower())
     if fmt not in FORMATS:
         raise ValueError(f"{out}: give --format onnx or torchscript (or a .onnx / .ts file name), got {fmt!r}")
-    loaded = _padded(load_bundle(bundle))
+    loaded = _blstm_as(load_bundle(bundle), packed=fmt == "onnx")
     if int8 and fmt == "torchscript" and loaded.model.cfg.encoder != "blstm":
         raise ValueError(
             f"{out}: TorchScript int8 quantises plain nn.LSTM and nn.Linear modules only, so a "
@@ -113,15 +115,18 @@ def export_model(
     return {"format": fmt, "int8": int8, "bytes": Path(out).stat().st_size, **check}
 
 
-def _padded(loaded: LoadedModel) -> LoadedModel:
-    """A packed BiLSTM as the padded one: the same function of the same weights (tested in
-    test_asr_structure), exportable by tracing and quantisable (its LSTMs are plain nn.LSTM)."""
+def _blstm_as(loaded: LoadedModel, packed: bool) -> LoadedModel:
+    """A BiLSTM bundle with its encoder packed or padded: the same function of the same weights
+    (tested in test_asr_structure). ONNX takes the packed one: the exporter turns it into one
+    bidirectional ``LSTM`` node per layer reading ``sequence_lens`` (measured 1.5-1.8x faster
+    than the padded one's per-item reversals, see tools/results/deploy.md). TorchScript takes
+    the padded one: int8 swaps each plain ``nn.LSTM`` for a quantised one."""
     cfg = loaded.model.cfg
-    if cfg.encoder != "blstm" or not cfg.packed:
+    if cfg.encoder != "blstm" or cfg.packed == packed:
         return loaded
-    padded = CTCAcousticModel(replace(cfg, packed=False))
-    padded.load_state_dict(loaded.model.state_dict())
-    return replace(loaded, model=padded.eval())
+    other = CTCAcousticModel(replace(cfg, packed=packed))
+    other.load_state_dict(loaded.model.state_dict())
+    return replace(loaded, model=other.eval())
 
 
 def _record(loaded: LoadedModel, fmt: str, int8: bool) -> dict[str, Any]:
@@ -167,7 +172,9 @@ def _write_onnx(net: nn.Module, path: Path, record: str, int8: bool, n_mels: int
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             source = Path(tmp) / "int8.onnx"
-            quantize_dynamic(str(fp32), str(source), weight_type=QuantType.QInt8)
+            # Conv stays fp32: onnxruntime's ConvInteger ran slower than its fused fp32 Conv here,
+            # and the convolutions hold under 1% of the weights
+            quantize_dynamic(str(fp32), str(source), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
         model = onnx.load(str(source))
         onnx.helper.set_model_props(model, {RECORD: record})
         onnx.save(model, str(path))
