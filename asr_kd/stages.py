@@ -191,10 +191,10 @@ def run_stages(
             _remove_outputs(stage)
         log.info(f"{label}: running")
         _write_json(running, state)
-        began = time.time()
+        began, cpu = time.time(), time.process_time()
         stage.run()
-        wall = time.time() - began
-        _write_json(marker, {**state, "wall_s": round(wall, 1), "finished": time.time()})
+        wall, cpu = time.time() - began, time.process_time() - cpu  # cpu: this process, all its threads
+        _write_json(marker, {**state, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "finished": time.time()})
         running.unlink()
         for stale in marker.parent.glob(f"*-{stage.name}.done"):  # the same stage under an old number
             if stale != marker and stale.name.split("-", 1)[1] == f"{stage.name}.done":

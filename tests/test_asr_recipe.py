@@ -136,7 +136,7 @@ def test_a_transfer_set_is_cached_by_id_and_taught_to_the_students(tiny, tmp_pat
 
 
 @pytest.mark.slow  # an end-to-end recipe run on the tiny experiment
-def test_small_data_stage_end_to_end(tiny, tmp_path, monkeypatch):
+def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
     import shutil
 
     from asr_kd.asr import brain
@@ -146,7 +146,7 @@ def test_small_data_stage_end_to_end(tiny, tmp_path, monkeypatch):
     exp = tmp_path / "exp"
     shutil.copytree(tiny.exp, exp, copy_function=os.link)  # every file is replaced by a rename, never edited
     overrides = [f"exp_dir={exp}", "threads=2", "students.kd.hint_weight=0.5"]
-    overrides += ["small_data.share=0.25", "small_data.epochs=3"]
+    overrides += ["small_data.share=0.25", "small_data.epochs=3", "online.enabled=true"]
     recipe = AsrRecipe(load_asr_config(CONFIG, "tiny", overrides))
     status = dict(recipe.status())
     assert status["student-kd"] == status["teacher-0"] == "done" and status["small-hard"] != "done"
@@ -174,6 +174,16 @@ def test_small_data_stage_end_to_end(tiny, tmp_path, monkeypatch):
     assert rows["teacher-0"]["test_agreement"] == 1.0  # teacher 0 against itself
     assert rows["small-hard"]["wer"] == read_json(exp / "score" / "small-hard.json")["wer"]
     assert "Table 5" in (exp / "RESULTS.md").read_text() and (exp / "plots" / "small_data.png").exists()
+    results = read_json(exp / "results.json")  # the online peers, their ensemble and student are scored rows
+    scored = {r["system"] for r in results["rows"]}
+    assert {"online-peer-0", "online-peer-1", "online-ensemble", "online-student"} <= scored
+    online = results["online"]
+    assert online["student_wer"] == read_json(exp / "score" / "online-student.json")["wer"]
+    assert online["cpu_s"]["online"] > 0 and "Online distillation" in (exp / "RESULTS.md").read_text()
+    assert (
+        load_bundle(exp / "models" / "online-student").parameters
+        == load_bundle(exp / "models" / "student-kd").parameters
+    )
 
 
 def _conv_out(n: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:

@@ -11,6 +11,7 @@ each stage's work is a function of its own module, taking the run's
    ``transfer`` (:mod:`asr_kd.asr.transfer`, when configured): the transfer set's features.
 5. ``ensemble`` (:mod:`asr_kd.asr.ensemble`): each ensemble's cached frame posteriors.
 6. ``student-*`` (:mod:`asr_kd.asr.students`): scratch, distilled, sequence-level students.
+   ``online`` (:mod:`asr_kd.asr.online`, with ``online.enabled``): peers and a student in one pass.
 7. ``score`` (:mod:`asr_kd.asr.score`): every model and ensemble on the test set.
    ``small-data`` (:mod:`asr_kd.asr.small_data`, with ``small_data.share`` > 0): the paper's Table 5.
 8. ``report`` (:mod:`asr_kd.asr.report`): ``RESULTS.md``, ``results.json`` and plots.
@@ -39,11 +40,13 @@ from asr_kd.asr.context import Context
 from asr_kd.asr.ensemble import cache_ensembles
 from asr_kd.asr.experiment import Experiment
 from asr_kd.asr.guidance import compute_spikes
+from asr_kd.asr.online import train_online
 from asr_kd.asr.prepare import prepare
 from asr_kd.asr.report import write_report
 from asr_kd.asr.score import score_systems
 from asr_kd.asr.settings import AsrSettings, stable
 from asr_kd.asr.small_data import MODELS, score_small_data
+from asr_kd.asr.specs import online_fingerprint
 from asr_kd.asr.students import train_student
 from asr_kd.asr.teachers import train_teacher
 from asr_kd.asr.transfer import prepare_transfer
@@ -137,6 +140,16 @@ class AsrRecipe:
                     depends=["prepare"] if spec.ensemble is None else ["prepare", "ensemble"],
                     outputs=[exp.model_dir(spec.name)],
                     parallel=True,
+                )
+            )
+        if p.online:
+            stages.append(
+                Stage(
+                    "online",
+                    lambda: train_online(ctx),
+                    stable(online_fingerprint(s, p.online)),
+                    depends=["prepare"],
+                    outputs=[exp.model_dir("online"), *(exp.model_dir(m.name) for m in p.online)],
                 )
             )
         models = [st.name for st in stages if st.name not in ("prepare", "transfer", "ensemble")]

@@ -181,6 +181,12 @@ def _plots(ctx: Context, names: Sequence[str], scores: Mapping[str, Any]) -> lis
     return made
 
 
+def _online(ctx: Context, scores: Mapping[str, Any]) -> dict:
+    from asr_kd.asr.online import summarise_online
+
+    return summarise_online(ctx, dict(scores))
+
+
 def _save(fig, path: Path) -> None:
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
@@ -267,6 +273,7 @@ def write_report(ctx: Context) -> dict:
         "targets": targets,
         "plots": plots,
         **({"small_data": read_json(small)} if "plots/small_data.png" in plots else {}),
+        **({"online": _online(ctx, scores)} if ctx.plan.online else {}),
     }
     write_json(layout.results_file, result)
     write_text(layout.results_md, render_markdown(result))
@@ -365,6 +372,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             if k.endswith("_speedup_vs_teacher") or k.endswith("_speedup_vs_ensemble"):
                 lines.append(f"- {k.replace('_', ' ')}: {v:.2f}x")
         lines.append("")
+    if r.get("online"):
+        from asr_kd.asr.online import render_online
+
+        lines += [*render_online(r["online"]), ""]
     if r.get("small_data"):
         from asr_kd.asr.small_data import render_small_data
 

@@ -229,6 +229,19 @@ class StudentSettings(Section):
 
 
 @dataclass(frozen=True)
+class OnlineSettings(Section):
+    """Stage ``online`` (:mod:`asr_kd.asr.online`): with ``enabled``, peers (the teachers' models and
+    seeds) and a student (``student-kd``'s size and seed) trained together in one pass; the student
+    learns from the peers' combined posteriors with ``students.kd``'s loss, each peer also from the
+    others' with ``mutual_weight`` (0: the peers train on CTC alone); no soft term before
+    ``burn_in`` epochs."""
+
+    enabled: bool = False
+    mutual_weight: float = 0.0
+    burn_in: float = 1.0
+
+
+@dataclass(frozen=True)
 class SmallDataSettings(Section):
     """The paper's Table 5, soft targets as a regulariser: with ``share`` > 0, two models of a
     teacher's size on that share of the transcribed training utterances (the same ones, drawn
@@ -279,6 +292,7 @@ class AsrSettings(Section):
     teachers: TeacherSettings = field(default_factory=TeacherSettings)
     ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     students: StudentSettings = field(default_factory=StudentSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
     small_data: SmallDataSettings = field(default_factory=SmallDataSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
 
@@ -317,6 +331,7 @@ class AsrSettings(Section):
                 "corpus give a manifest of untranscribed audio with --set transfer.manifest=PATH",
             ),
             (0 <= self.small_data.share < 1, "small_data.share must be in [0, 1): 0 (off) or a share, e.g. 0.03"),
+            (self.online.mutual_weight >= 0 and self.online.burn_in >= 0, "online: mutual_weight, burn_in >= 0"),
             (self.small_data.epochs >= 1, "small_data.epochs must be at least 1"),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),

@@ -104,16 +104,18 @@ class Plan:
     teachers: list[ModelSpec]
     ensembles: dict[str, list[str]]
     students: list[ModelSpec]
+    online: list[ModelSpec] = field(default_factory=list)  #: stage online's peers, then its student
 
     @property
     def main_ensemble(self) -> str:
         return "ensemble" if "ensemble" in self.ensembles else "ensemble-guided"
 
     def spec(self, name: str) -> ModelSpec:
-        for s in [*self.teachers, *self.students]:
+        for s in [*self.teachers, *self.students, *self.online]:
             if s.name == name:
                 return s
-        raise KeyError(f"no model {name!r} in this config; models: {[s.name for s in self.teachers + self.students]}")
+        names = [s.name for s in self.teachers + self.students + self.online]
+        raise KeyError(f"no model {name!r} in this config; models: {names}")
 
     def rows(self) -> list[tuple[str, list[str]]]:
         """Every scored system: ``(name, member models)``: members, ensembles, students."""
@@ -121,7 +123,11 @@ class Plan:
         for members in self.ensembles.values():
             rows += [(m, [m]) for m in members if (m, [m]) not in rows]
         rows += [(name, members) for name, members in self.ensembles.items()]
-        return rows + [(s.name, [s.name]) for s in self.students]
+        rows += [(s.name, [s.name]) for s in self.students]
+        if self.online:  # the online peers, their ensemble and the online student
+            peers, student = [s.name for s in self.online[:-1]], self.online[-1].name
+            rows += [*((p, [p]) for p in peers), (ONLINE_ENSEMBLE, peers), (student, [student])]
+        return rows
 
 
 def _teacher(s: AsrSettings, i: int, guided: bool) -> ModelSpec:
@@ -231,7 +237,36 @@ def plan(s: AsrSettings) -> Plan:
         students.append(replace(kd_w, twin=f"student-scratch-w{w:g}"))
     if s.small_data.share > 0:
         students += _small_data(s, main)
-    return Plan(teachers, ensembles, students)
+    online = _online(s, students) if s.online.enabled else []
+    return Plan(teachers, ensembles, students, online)
+
+
+ONLINE_ENSEMBLE = "online-ensemble"  #: the online peers combined (a scored row, never cached)
+
+
+def _online(s: AsrSettings, students: list[ModelSpec]) -> list[ModelSpec]:
+    """Stage online's models: peer i is teacher i's model and seed, the student is student-kd's
+    size and seed (its scratch twin: student-scratch); all on the recipe's ``train`` schedule."""
+    peers = [
+        replace(_teacher(s, i, False), name=f"online-peer-{i}", role="peer", fingerprint={})
+        for i in range(s.teachers.count)
+    ]
+    kd = _student(s, "online-student", "online", ONLINE_ENSEMBLE, s.students.scale, s.students.kd)
+    twin = "student-scratch" if any(st.name == "student-scratch" for st in students) else None
+    student = replace(kd, train=s.train, transfer=False, twin=twin, fingerprint={})
+    return [*peers, student]
+
+
+def online_fingerprint(s: AsrSettings, models: list[ModelSpec]) -> dict[str, Any]:
+    """What stage online records: a change retrains every model of it."""
+    return {
+        "models": [{"name": m.name, "seed": m.seed, "model": m.model.to_dict(), "scale": m.scale} for m in models],
+        "students": {"scale_by": s.students.scale_by, "model": dict(s.students.model), "kd": s.students.kd.to_dict()},
+        "train": s.train.to_dict(),
+        "specaugment": s.to_dict()["specaugment"],
+        "ensemble": s.ensemble.to_dict(),
+        "online": s.online.to_dict(),
+    }
 
 
 def _small_data(s: AsrSettings, ensemble: str) -> list[ModelSpec]:
