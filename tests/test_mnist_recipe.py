@@ -301,3 +301,62 @@ def test_ensemble_experiment_combines_seed_teachers(tmp_path):
         Recipe(missing, seed=0, data_dir=None, out_dir=tmp_path, progress=False).run(["ensemble"])
     with pytest.raises(RecipeError, match="ensemble.method"):
         load_config(default_config_path(), "smoke", ["ensemble.method=median"])
+
+
+def _online_pair(seed: int = 0):
+    from asr_kd.models.mlp import MLP
+
+    torch.manual_seed(seed)
+    return MLP([784, 48, 10], 0.2, 0.5), MLP([784, 24, 10])
+
+
+def test_online_teacher_and_student_resume_exactly_after_a_kill(tmp_path, monkeypatch):
+    from asr_kd.distill import DistillationLoss
+    from asr_kd.distill.online import OnlineDistillation
+    from asr_kd.image import online as online_mod
+    from asr_kd.image.train import TrainConfig
+
+    torch.manual_seed(1)
+    x, y = torch.rand(96, 784), torch.randint(0, 10, (96,))
+    t_cfg = TrainConfig(epochs=3, batch_size=32, jitter=1, max_norm=3.5, progress=False)
+    s_cfg = TrainConfig(epochs=3, batch_size=32, lr=2e-3, progress=False)
+    online = OnlineDistillation(DistillationLoss(temperature=20.0, hard_weight=0.0, soft_weight=1.0), burn_in=3)
+
+    def run(ckpt):
+        teacher, student = _online_pair()
+        runs = online_mod.train_together(teacher, student, x, y, (x, y), t_cfg, s_cfg, 7, online, ckpt)
+        return teacher, student, runs
+
+    t_ref, s_ref, (rt, rs) = run(tmp_path / "a.ckpt")
+    assert len(rt.history["val_errors"]) == len(rs.history["val_errors"]) == 3
+    real, saves = online_mod._save, []
+
+    def killed_after_two_epochs(path, state):
+        real(path, state)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(online_mod, "_save", killed_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.ckpt")
+    monkeypatch.undo()
+    t_b, s_b, (bt, bs) = run(tmp_path / "b.ckpt")  # resumes at epoch 3
+    for a, b in ((t_ref, t_b), (s_ref, s_b)):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
+    assert bt.history == rt.history and bs.history == rs.history
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
+def test_smoke_online_experiment_trains_both_and_scores_them(tmp_path):
+    torch.set_num_threads(1)
+    cfg = load_config(default_config_path(), "smoke", ["experiments=[online]", "online.burn_in=0.5"])
+    records = {r["name"]: r for r in Recipe(cfg, seed=0, data_dir=None, out_dir=tmp_path, progress=False).run()}
+    assert set(records) == {"online-teacher", "online-student128-soft-T20"}
+    n = records["online-teacher"]["test_n"]
+    for r in records.values():
+        assert r["experiment"] == "online" and r["test_errors"] < 0.25 * n and r["epochs"] == 6
+    assert "(from step" in records["online-student128-soft-T20"]["formula"]
+    assert not (tmp_path / "seed0" / "checkpoints" / "online").exists()

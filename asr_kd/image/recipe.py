@@ -50,7 +50,23 @@ from ..models.mlp import MLP
 from .bias import run_omit3, run_only78
 from .config import EXPERIMENTS, SGD_KEYS, RecipeError, canonical_spec, machine
 from .mnist import Mnist, default_data_dir, load_mnist
-from .train import TrainConfig, count_errors, logits_of, train
+from .train import TrainConfig, TrainResult, count_errors, logits_of, train
+
+
+def train_config(spec: Mapping[str, Any], progress: bool = False, desc: str = "train") -> TrainConfig:
+    """The optimisation settings of a model spec (a ``teacher`` / ``student`` config section)."""
+    return TrainConfig(
+        epochs=spec["epochs"],
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        schedule=spec["schedule"],
+        optimizer=spec.get("optimizer", "adam"),
+        **{k: spec[k] for k in SGD_KEYS if k in spec},
+        max_norm=spec.get("max_norm", 0.0),
+        jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
+        progress=progress,
+        desc=desc,
+    )
 
 
 class Recipe:
@@ -150,19 +166,7 @@ class Recipe:
         model_seed = self._model_seed(name)
         torch.manual_seed(model_seed)
         model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0)).to(self.device)
-        sgd = {k: spec[k] for k in SGD_KEYS if k in spec}
-        tc = TrainConfig(
-            epochs=spec["epochs"],
-            lr=spec["lr"],
-            batch_size=spec["batch_size"],
-            schedule=spec["schedule"],
-            optimizer=spec.get("optimizer", "adam"),
-            **sgd,
-            max_norm=spec.get("max_norm", 0.0),
-            jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
-            progress=self.progress,
-            desc=name,
-        )
+        tc = train_config(spec, self.progress, name)
         distill = None
         if teacher_logits is not None or teacher is not None:
             distill = DistillationLoss(
@@ -184,13 +188,20 @@ class Recipe:
             teacher,
             checkpoint=ckpt,
         )
-        record = {
+        record = self.fit_record(name, spec, run, len(x))
+        self._save(name, model, spec, record)
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
+        return model, record
+
+    def fit_record(self, name: str, spec: Mapping[str, Any], run: TrainResult, transfer_size: int) -> dict[str, Any]:
+        """What ``results.json`` keeps of a finished training."""
+        return {
             "seed": self.seed,
             "name": name,
             "sizes": spec["sizes"],
             "formula": run.formula,
             "temperature": spec.get("temperature"),
-            "transfer_size": len(x),
+            "transfer_size": transfer_size,
             "epochs": spec["epochs"],
             "best_epoch": run.best_epoch,
             "val_errors": run.best_val_errors,
@@ -202,9 +213,6 @@ class Recipe:
             "machine": machine(str(self.device)),
             "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         }
-        self._save(name, model, spec, record)
-        shutil.rmtree(ckpt.parent, ignore_errors=True)
-        return model, record
 
     def _checkpoint_path(self, name: str, spec: dict[str, Any]) -> Path:
         """Per-epoch checkpoint of ``name``; one of other settings (an older config) is removed."""
@@ -369,6 +377,11 @@ class Recipe:
         )
         model, rec = self.student(f"student{w}-soft-T{t:g}-ens{k}", "student", t, 0.0, ensemble=seeds)
         self.score(model, rec, "ensemble")
+
+    def run_online(self) -> None:
+        from .online import run_online
+
+        run_online(self)
 
     def run(self, experiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Run the experiments (default: the config's) and return their result records."""

@@ -122,19 +122,19 @@ def gap_closed(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def ensemble_rows(runs: list[dict[str, Any]]) -> list[str]:
-    """Markdown rows of the ``ensemble`` experiment: the combined teacher, then its students."""
-    named = _by_name([r for r in runs if r.get("experiment") == "ensemble"])
+def experiment_rows(runs: list[dict[str, Any]], experiment: str) -> list[str]:
+    """Markdown rows of the ``ensemble`` or ``online`` experiment: teachers, then students."""
+    named = _by_name([r for r in runs if r.get("experiment") == experiment])
     if not named:
         return []
     rows = [
         "| model | test errors, mean ± std over seeds | seeds | best epoch / epochs | train wall time per seed (min) |",
         "|---|---|---|---|---|",
     ]
-    for name in sorted(named, key=lambda n: (not n.startswith("teacher"), n)):
+    for name in sorted(named, key=lambda n: ("student" in n, n)):
         rs = named[name]
         desc = f"{name}: {rs[0]['formula']}".replace("|", "\\|")
-        if name.startswith("teacher"):  # one combined model, recorded again by every seed's run
+        if name.startswith("teacher-ens"):  # one combined model, recorded again by every seed's run
             members = ",".join(map(str, rs[0].get("members", [])))
             rows.append(f"| {desc} | {rs[0]['test_errors']} | members {members} | – | – |")
             continue
@@ -249,9 +249,12 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike) -> list
         *transfer_rows(runs),
         "",
     ]
-    ens = ensemble_rows(runs)
+    ens = experiment_rows(runs, "ensemble")
     if ens:
         lines += ["## Ensemble teacher (not in the paper's MNIST section)", "", *ens, ""]
+    online = experiment_rows(runs, "online")
+    if online:
+        lines += ["## Online distillation: teacher and student trained together", "", *online, ""]
     lines += ["Machines: " + "; ".join(machines), ""]
     paths = [out / "tables.md"]
     paths[0].write_text("\n".join(lines), encoding="utf-8")
