@@ -159,9 +159,13 @@ def train_online(ctx: Context) -> None:
     history_path = out / "history.json"
     history: dict[str, Any] = read_json(history_path) if history_path.exists() else {}
     started = time.time()
+    last = [started, time.process_time()]
 
-    def record(epoch: int, stats: dict) -> None:
-        history[str(epoch)] = {**stats, "seconds": round(time.time() - started, 1)}
+    def record(epoch: int, stats: dict) -> None:  # each epoch's own wall and CPU time: a resumed run adds up
+        now = [time.time(), time.process_time()]
+        spent = {"seconds": round(now[0] - started, 1), "epoch_s": round(now[0] - last[0], 1)}
+        history[str(epoch)] = {**stats, **spent, "cpu_s": round(now[1] - last[1], 1)}
+        last[:] = now
         write_json(history_path, history)
 
     brain = OnlineBrain(
@@ -252,8 +256,11 @@ def summarise_online(ctx: Context, scores: dict[str, dict]) -> dict[str, Any]:
             "student_wer": wer("student-kd"),
             "student_beam_wer": wer("student-kd", "beam_wer"),
         },
-        "cpu_s": {"online": total("cpu_s", ["online"]), "two_pass": total("cpu_s", two_pass)},
-        "wall_s": {"online": total("wall_s", ["online"]), "two_pass": total("wall_s", two_pass)},
+        "cpu_s": {"online": _spent(ctx, "cpu_s") or total("cpu_s", ["online"]), "two_pass": total("cpu_s", two_pass)},
+        "wall_s": {
+            "online": _spent(ctx, "epoch_s") or total("wall_s", ["online"]),
+            "two_pass": total("wall_s", two_pass),
+        },
         "mutual_weight": ctx.settings.online.mutual_weight,
     }
     twin = wer(student.twin) if student.twin else None
@@ -262,6 +269,14 @@ def summarise_online(ctx: Context, scores: dict[str, dict]) -> dict[str, Any]:
         out["scratch_wer"] = twin
         out["recovered"] = round((twin - out["student_wer"]) / (twin - ens), 4)
     return out
+
+
+def _spent(ctx: Context, key: str) -> float | None:
+    """The online training's time summed over its epochs (over every sitting of a resumed run;
+    an epoch cut short by a kill is not counted), when its history records it."""
+    path = ctx.exp.model_dir("online") / "history.json"
+    epochs = list(read_json(path).values()) if path.exists() else []
+    return round(sum(e[key] for e in epochs), 1) if epochs and all(key in e for e in epochs) else None
 
 
 def render_online(r: dict[str, Any]) -> list[str]:
