@@ -133,11 +133,13 @@ def main() -> None:
     chosen = [v for v in args.variants.split(",") if v]
     if chosen[0] != "PyTorch fp32" or set(chosen) - set(VARIANTS):
         p.error(f"--variants: PyTorch fp32 first (the reference), then any of {list(VARIANTS)[1:]}")
-    specs = {
-        (name, v): spec if VARIANTS[v] is None else _exported(name, spec, *VARIANTS[v], work)
-        for name, spec in models.items()
-        for v in chosen
-    }
+    specs, refused = {}, {}
+    for name, spec in models.items():
+        for v in chosen:
+            try:
+                specs[(name, v)] = spec if VARIANTS[v] is None else _exported(name, spec, *VARIANTS[v], work)
+            except ValueError as err:  # a variant the exporter refuses for this model (said in the table)
+                refused[(name, v)] = str(err).split(": ", 1)[-1]
     systems = {key: load_system(spec) for key, spec in specs.items()}
     first = next(iter(systems.values()))
     entries = read_manifest(args.manifest)
@@ -187,6 +189,7 @@ def main() -> None:
             f"| {name} | {variant} | {size / 1e6:.2f} MB | {peak:.0f} MB | {rtf:.4f} | {teacher[3] / rtf:.2f}x | "
             f"{100 * wer:.2f} | {100 * (wer - ref_wer) / max(ref_wer, 1e-9):+.1f}% |"
         )
+    lines += [f"\n{name}, {variant}: not made, the exporter refuses it: {why}" for (name, variant), why in refused.items()]
     emit_report(lines, args.out)
 
 
