@@ -189,7 +189,8 @@ def main() -> None:
             f"| {name} | {variant} | {size / 1e6:.2f} MB | {peak:.0f} MB | {rtf:.4f} | {teacher[3] / rtf:.2f}x | "
             f"{100 * wer:.2f} | {100 * (wer - ref_wer) / max(ref_wer, 1e-9):+.1f}% |"
         )
-    lines += [f"\n{name}, {variant}: not made, the exporter refuses it: {why}" for (name, variant), why in refused.items()]
+    for (name, variant), why in refused.items():
+        lines += ["", f"{name}, {variant}: not made, the exporter refuses it: {why}"]
     emit_report(lines, args.out)
 
 
