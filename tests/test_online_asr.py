@@ -137,3 +137,12 @@ def test_an_online_run_killed_mid_training_resumes_to_the_same_models(tmp_path):
         assert a["info"]["best_epoch"] == b["info"]["best_epoch"], name
         for key in a["state"]:
             assert torch.equal(a["state"][key], b["state"][key]), (name, key)
+
+
+def test_the_online_preset_runs_the_two_pass_pipeline_and_the_online_stage():
+    from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
+
+    cfg = load_asr_config(default_config_path("synth_en"), "online")
+    names = [s.name for s in AsrRecipe(cfg).stages()]
+    assert names.index("ensemble") < names.index("student-kd") < names.index("online") < names.index("score")
+    assert cfg["corpus"]["synth"]["preset"] == "full" and cfg["train"]["epochs"] == 10
