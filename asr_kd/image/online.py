@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +42,7 @@ from ..distill.online import OnlineDistillation
 from ..io import write_atomic
 from ..models.mlp import MLP, apply_max_norm
 from .mnist import jitter as jitter_images
-from .train import TrainConfig, TrainResult, _resumable, count_errors, make_optimizer
-
-if TYPE_CHECKING:
-    from .recipe import Recipe
+from .train import TrainConfig, TrainResult, _resumable, count_errors, make_optimizer, train_config
 
 
 def train_together(
@@ -162,11 +159,11 @@ def _save(path: Path, state: dict) -> None:
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
-def run_online(recipe: Recipe) -> None:
-    """Experiment ``online``: ``online-teacher`` (the main table's teacher) and
-    ``online-student{W}-soft-T{T}`` (the main table's soft-target student) trained together over
-    the teacher's epochs; both scored on the test set. ``online.burn_in``: epochs before the
-    student's soft term starts (its hard term, if any, trains from the first step)."""
+def run_online(recipe: Any) -> None:
+    """Experiment ``online`` of ``recipe`` (a :class:`~asr_kd.image.recipe.Recipe`):
+    ``online-teacher`` (the main table's teacher) and ``online-student{W}-soft-T{T}`` (the main
+    table's soft-target student) trained together over the teacher's epochs; both scored on the
+    test set. ``online.burn_in``: epochs before the student's soft term starts."""
     cfg, d = recipe.cfg, recipe.data
     t, w = cfg["distill"]["temperature"], cfg["student"]["sizes"][1]
     burn_in = float(cfg["online"]["burn_in"])
@@ -184,7 +181,7 @@ def run_online(recipe: Recipe) -> None:
     loaded = [recipe._load(n, spec) for n, spec in zip(names, (t_spec, s_spec), strict=True)]
     if all(x is not None for x in loaded):
         recipe.log(f"online: found {names}, skipping training")
-        for model, rec in loaded:  # type: ignore[misc]
+        for model, rec in loaded:
             recipe.score(model, rec, "online")
         return
     models = []
@@ -192,8 +189,6 @@ def run_online(recipe: Recipe) -> None:
         torch.manual_seed(recipe._model_seed(name))
         models.append(MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0)))
     teacher, student = (m.to(recipe.device) for m in models)
-    from .recipe import train_config
-
     tc, sc = train_config(t_spec, False, names[0]), train_config(s_spec, False, names[1])
     steps = math.ceil(len(d.train_x) / tc.batch_size)
     kd = DistillationLoss(temperature=float(t), hard_weight=0.0, soft_weight=s_spec["soft_weight"])

@@ -48,25 +48,9 @@ from ..distill import DistillationLoss, combine
 from ..io import write_atomic
 from ..models.mlp import MLP
 from .bias import run_omit3, run_only78
-from .config import EXPERIMENTS, SGD_KEYS, RecipeError, canonical_spec, machine
+from .config import EXPERIMENTS, RecipeError, canonical_spec, machine
 from .mnist import Mnist, default_data_dir, load_mnist
-from .train import TrainConfig, TrainResult, count_errors, logits_of, train
-
-
-def train_config(spec: Mapping[str, Any], progress: bool = False, desc: str = "train") -> TrainConfig:
-    """The optimisation settings of a model spec (a ``teacher`` / ``student`` config section)."""
-    return TrainConfig(
-        epochs=spec["epochs"],
-        lr=spec["lr"],
-        batch_size=spec["batch_size"],
-        schedule=spec["schedule"],
-        optimizer=spec.get("optimizer", "adam"),
-        **{k: spec[k] for k in SGD_KEYS if k in spec},
-        max_norm=spec.get("max_norm", 0.0),
-        jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
-        progress=progress,
-        desc=desc,
-    )
+from .train import TrainResult, count_errors, logits_of, train, train_config
 
 
 class Recipe:

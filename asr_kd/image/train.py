@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from ..distill import DistillationLoss
 from ..models.mlp import apply_max_norm
+from .config import SGD_KEYS
 from .mnist import jitter as jitter_images
 
 
@@ -344,3 +345,19 @@ def tune_bias(
     assert best is not None
     errors_before = int((logits.argmax(-1) != y).sum())
     return best[2], {"val_errors_before": errors_before, "val_errors_after": best[0]}
+
+
+def train_config(spec: Mapping[str, Any], progress: bool = False, desc: str = "train") -> TrainConfig:
+    """The optimisation settings of a model spec (a ``teacher`` / ``student`` config section)."""
+    return TrainConfig(
+        epochs=spec["epochs"],
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        schedule=spec["schedule"],
+        optimizer=spec.get("optimizer", "adam"),
+        **{k: spec[k] for k in SGD_KEYS if k in spec},
+        max_norm=spec.get("max_norm", 0.0),
+        jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
+        progress=progress,
+        desc=desc,
+    )
