@@ -10,7 +10,8 @@ RTFs are timed in turns (tools/benchkit.py) over the first ``--utterances`` test
 (features precomputed: the front end is the same for every variant and not part of the model).
 Peak memory is the maximum resident set of a fresh process that imports only what the variant
 needs (onnxruntime and numpy for ONNX, torch for the others), loads the model and decodes those
-utterances. WER is greedy, on every utterance of ``--manifest``, through ``asr_kd.asr.inference``.
+utterances. WER is greedy, on every utterance of ``--manifest``, through ``asr_kd.asr.inference``,
+with the max abs difference of each variant's log-posteriors from PyTorch's on every real frame.
 """
 
 from __future__ import annotations
@@ -158,15 +159,21 @@ def main() -> None:
     start = time.time()
     seconds = interleaved_medians({key: decode_all(s) for key, s in systems.items()}, args.repeats)
     tokenizer = first.tokenizer()
-    rows = []
+    rows, reference, diffs = [], {}, {}
     for key, system in systems.items():
-        hyps = []
+        hyps, diff = [], 0.0
         for i in range(0, len(feats), 16):
             chunk = feats[i : i + 16]
             n = torch.tensor([len(x) for x in chunk])
             x = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
             lp, out_n = system.log_probs(x, n)
             hyps += [tokenizer.decode(h) for h in greedy_decode(lp, out_n)]
+            if key[1] == "PyTorch fp32":  # the reference: the first variant of every model
+                reference[(key[0], i)] = lp
+            else:  # max abs difference of log-posteriors on real frames, over the whole test set
+                ref = reference[(key[0], i)]
+                diff = max(diff, *((lp[b, :k] - ref[b, :k]).abs().max().item() for b, k in enumerate(out_n.tolist())))
+        diffs[key] = diff
         wer = error_rates([e.wrd for e in entries], hyps)["wer"]
         rows.append((key, _size(specs[key]), _peak_mb(specs[key], feats_file), seconds[key] / audio_s, wer))
     base = {name: next(r for r in rows if r[0][0] == name) for name in models}
@@ -180,14 +187,14 @@ def main() -> None:
         f"WER greedy on {len(entries)} utterances; {time.time() - start:.0f} s.",
         "",
         "| model | variant | size on disk | peak memory | RTF | speed-up vs "
-        f"{teacher[0][0]} {teacher[0][1]} | WER | WER vs its PyTorch fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{teacher[0][0]} {teacher[0][1]} | WER | WER vs its PyTorch fp32 | max abs diff of log-posteriors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, variant), size, peak, rtf, wer in rows:
         ref_wer = base[name][4]
         lines.append(
             f"| {name} | {variant} | {size / 1e6:.2f} MB | {peak:.0f} MB | {rtf:.4f} | {teacher[3] / rtf:.2f}x | "
-            f"{100 * wer:.2f} | {100 * (wer - ref_wer) / max(ref_wer, 1e-9):+.1f}% |"
+            f"{100 * wer:.2f} | {100 * (wer - ref_wer) / max(ref_wer, 1e-9):+.1f}% | {diffs[(name, variant)]:.1e} |"
         )
     for (name, variant), why in refused.items():
         lines += ["", f"{name}, {variant}: not made, the exporter refuses it: {why}"]
