@@ -27,6 +27,8 @@ Example
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -34,11 +36,12 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asr_kd import distributed
 from asr_kd.io import dict_diff, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,9 @@ class Stage:
     #: may run in a worker process at the same time as the neighbouring stages that also may
     #: (independent trainings: each needs only stages before the group)
     parallel: bool = False
+    #: under torchrun, every process runs it together (data-parallel training, a cache split
+    #: by utterance); any other stage runs on rank 0 while the others wait
+    ddp: bool = False
 
 
 def marker_path(exp_dir: str | os.PathLike, number: int, stage: Stage) -> Path:
@@ -129,6 +135,79 @@ def is_done(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int) ->
     return stage_status(stages, exp_dir, number) == "done"
 
 
+def _decide(stages: Sequence[Stage], exp_dir: str | os.PathLike, number: int, label: str) -> dict | None:
+    """The state to record when stage ``number`` must run (its old outputs removed when stale),
+    ``None`` when it is done already."""
+    stage = stages[number - 1]
+    marker = marker_path(exp_dir, number, stage)
+    running = marker.with_name(marker.name.replace(".done", ".running"))
+    upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
+    state = {"config": stage.config, "upstream": upstream}
+    found = find_marker(exp_dir, number, stage)
+    if found.exists():
+        stored = read_json(found)
+        diffs = dict_diff(stored["config"], stage.config, stored_label="last run")
+        if not diffs and stored.get("upstream") == upstream:
+            log.info(f"{label}: done already, skipped")
+            return None
+        reason = (
+            f"config changed since it ran ({'; '.join(diffs)})" if diffs else "an earlier stage it uses ran again since"
+        )
+        log.info(f"{label}: {reason}, running again")
+        found.unlink()
+        _remove_outputs(stage)
+    elif running.exists():
+        if read_json(running) == state:
+            log.info(f"{label}: resuming an interrupted run")
+        else:
+            log.info(f"{label}: config or inputs changed since an interrupted run; starting over")
+            _remove_outputs(stage)
+    elif any(Path(out).exists() for out in stage.outputs):
+        # outputs with no record of how they were made (e.g. the stage had another number
+        # in an older stage list): not trusted, so not resumed from
+        log.info(f"{label}: outputs found without a record of the run that made them; starting over")
+        _remove_outputs(stage)
+    log.info(f"{label}: running")
+    _write_json(running, state)
+    return state
+
+
+def _finish(exp_dir: str | os.PathLike, number: int, stage: Stage, state: dict, wall: float, cpu: float) -> None:
+    """Record a finished stage: its marker replaces the running one (and any under an old number)."""
+    marker = marker_path(exp_dir, number, stage)
+    _write_json(marker, {**state, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "finished": time.time()})
+    marker.with_name(marker.name.replace(".done", ".running")).unlink()
+    for stale in marker.parent.glob(f"*-{stage.name}.done"):  # the same stage under an old number
+        if stale != marker and stale.name.split("-", 1)[1] == f"{stage.name}.done":
+            stale.unlink()
+
+
+@contextlib.contextmanager
+def _stage_lock(exp_dir: str | os.PathLike, number: int, stage: Stage, label: str) -> Iterator[None]:
+    """Hold the stage's lock file (``flock``) while deciding, running and recording it.
+
+    Two commands on one experiment folder (two machines sharing it, each with ``--teacher I``)
+    never run one stage at once: the second waits, then finds it done. Under torchrun rank 0
+    holds it for every process. The lock lives in the experiment folder; on a network file
+    system it needs working ``flock`` (NFS v4, Lustre with ``flock`` mounted).
+    """
+    if not distributed.is_main():
+        yield
+        return
+    path = marker_path(exp_dir, number, stage).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:  # "a": an existing lock file is not modified
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"{label}: another process is running it; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_stages(
     stages: Sequence[Stage],
     exp_dir: str | os.PathLike,
@@ -158,47 +237,19 @@ def run_stages(
     for number, stage in enumerate(stages, 1):
         if not start <= number <= stop:
             continue
-        marker = marker_path(exp_dir, number, stage)
-        running = marker.with_name(marker.name.replace(".done", ".running"))
         label = f"stage {number} {stage.name}"
-        upstream = _upstream_digest(exp_dir, stages[: number - 1], stage.depends)
-        state = {"config": stage.config, "upstream": upstream}
-        found = find_marker(exp_dir, number, stage)
-        if found.exists():
-            stored = read_json(found)
-            diffs = dict_diff(stored["config"], stage.config, stored_label="last run")
-            if not diffs and stored.get("upstream") == upstream:
-                log.info(f"{label}: done already, skipped")
+        with _stage_lock(exp_dir, number, stage, label):
+            state = _decide(stages, exp_dir, number, label) if distributed.is_main() else None
+            state = distributed.broadcast(state)  # under torchrun rank 0 decides for every process
+            if state is None:
                 continue
-            reason = (
-                f"config changed since it ran ({'; '.join(diffs)})"
-                if diffs
-                else "an earlier stage it uses ran again since"
-            )
-            log.info(f"{label}: {reason}, running again")
-            found.unlink()
-            _remove_outputs(stage)
-        elif running.exists():
-            if read_json(running) == state:
-                log.info(f"{label}: resuming an interrupted run")
-            else:
-                log.info(f"{label}: config or inputs changed since an interrupted run; starting over")
-                _remove_outputs(stage)
-        elif any(Path(out).exists() for out in stage.outputs):
-            # outputs with no record of how they were made (e.g. the stage had another number
-            # in an older stage list): not trusted, so not resumed from
-            log.info(f"{label}: outputs found without a record of the run that made them; starting over")
-            _remove_outputs(stage)
-        log.info(f"{label}: running")
-        _write_json(running, state)
-        began, cpu = time.time(), time.process_time()
-        stage.run()
-        wall, cpu = time.time() - began, time.process_time() - cpu  # cpu: this process, all its threads
-        _write_json(marker, {**state, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "finished": time.time()})
-        running.unlink()
-        for stale in marker.parent.glob(f"*-{stage.name}.done"):  # the same stage under an old number
-            if stale != marker and stale.name.split("-", 1)[1] == f"{stage.name}.done":
-                stale.unlink()
-        log.info(f"{label}: finished in {wall:.1f} s")
-        ran.append(stage.name)
+            began, cpu = time.time(), time.process_time()
+            if stage.ddp or distributed.is_main():
+                stage.run()
+            distributed.barrier()
+            wall, cpu = time.time() - began, time.process_time() - cpu  # cpu: this process, all its threads
+            if distributed.is_main():
+                _finish(exp_dir, number, stage, state, wall, cpu)
+            log.info(f"{label}: finished in {wall:.1f} s")
+            ran.append(stage.name)
     return ran

@@ -1,16 +1,19 @@
 """The teacher-output cache: round trip, fingerprint refusal, kill-and-resume."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from asr_kd.distill import CacheError, CacheWriter, TeacherCache, TopK
+from asr_kd.distill.cache import META
 
 FP = {"features": {"n_mels": 80, "hop_ms": 10}, "subsampling": 4, "tokenizer": "unigram-256"}
 
@@ -170,3 +173,51 @@ def test_corrupt_shard_is_reported(tmp_path):
     shard.write_bytes(shard.read_bytes()[:40])
     with pytest.raises(CacheError, match="unreadable cache shard"):
         TeacherCache(tmp_path, fingerprint=FP)
+
+
+PART_WRITER = """
+import sys, torch
+from asr_kd.distill import CacheWriter, part_dir
+root, part, parts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with CacheWriter(part_dir(root, part, parts), num_classes=50, k=4, fingerprint={"n_mels": 80}, shard_size=3) as w:
+    for i in range(part, 20, parts):  # this process's share of the 20 items
+        w.add(f"utt{i:02d}", torch.randn(5 + i, 50, generator=torch.Generator().manual_seed(i)))
+"""
+
+
+def test_two_processes_writing_parts_join_into_the_cache_of_one(tmp_path):
+    from asr_kd.distill import join_parts, part_dir
+
+    one = tmp_path / "one"
+    with CacheWriter(one, num_classes=50, k=4, fingerprint={"n_mels": 80}, shard_size=3) as w:
+        for i in range(20):
+            w.add(f"utt{i:02d}", torch.randn(5 + i, 50, generator=torch.Generator().manual_seed(i)))
+    two = tmp_path / "two"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", PART_WRITER, str(two), str(p), "2"], env=env) for p in (0, 1)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with pytest.raises(CacheError, match="not complete"):  # a part still being written is refused
+        meta = json.loads((part_dir(two, 1, 2) / META).read_text())
+        (part_dir(two, 1, 2) / META).write_text(json.dumps({**meta, "complete": False}))
+        join_parts(two, 2)
+    (part_dir(two, 1, 2) / META).write_text(json.dumps(meta))
+    assert join_parts(two, 2) == 20
+    a, b = TeacherCache(one, fingerprint={"n_mels": 80}), TeacherCache(two, fingerprint={"n_mels": 80})
+    assert sorted(a.ids()) == sorted(b.ids())
+    for item in a.ids():
+        assert torch.equal(a[item].log_probs, b[item].log_probs) and torch.equal(a[item].indices, b[item].indices)
+    with pytest.raises(CacheError, match="another configuration"):
+        TeacherCache(two, fingerprint={"n_mels": 40})
+    assert not (two / "parts").exists()
+
+
+def test_joining_refuses_parts_that_share_an_item(tmp_path):
+    from asr_kd.distill import join_parts, part_dir
+
+    for p in (0, 1):
+        with CacheWriter(part_dir(tmp_path, p, 2), num_classes=5, k=2, fingerprint={}) as w:
+            w.add("same", torch.randn(3, 5))
+    with pytest.raises(CacheError, match="'same' is in both"):
+        join_parts(tmp_path, 2)
+    with pytest.raises(CacheError, match="part missing"):
+        join_parts(tmp_path, 3)

@@ -167,3 +167,38 @@ def test_outputs_without_a_record_are_not_trusted(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="asr_kd")
     run_stages([stage], tmp_path)
     assert seen == [[]] and any("without a record" in m for m in caplog.messages)
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+from asr_kd.stages import Stage, run_stages
+
+exp, who = Path(sys.argv[1]), sys.argv[2]
+
+def work():
+    with open(exp / "ran.txt", "a") as f:
+        f.write(who + "\\n")
+    time.sleep(2)
+
+print(run_stages([Stage("prepare", work, {"n": 1})], exp))
+"""
+
+
+def test_two_commands_on_one_folder_run_a_stage_once(tmp_path):
+    """Two machines sharing an experiment folder: the second waits on the stage's lock, then
+    finds the stage done (it neither runs it again nor removes the first one's outputs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), who], env=env, stdout=subprocess.PIPE, text=True)
+        for who in ("a", "b")
+    ]
+    outs = [p.communicate(timeout=120)[0].strip().splitlines()[-1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert (tmp_path / "ran.txt").read_text().count("\n") == 1, "the stage ran twice"
+    assert sorted(outs) == ["['prepare']", "[]"]

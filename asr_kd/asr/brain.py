@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from speechbrain.utils.metric_stats import ErrorRateStats
 from torch import Tensor
 
+from asr_kd import distributed
 from asr_kd.asr.data import NO_TRANSCRIPT
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.guidance import guided_loss
@@ -175,19 +176,20 @@ class CTCBrain(sb.Brain):
                 group["lr"] = lr
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        if stage == sb.Stage.TRAIN:
-            self.train_loss = stage_loss
+        if stage == sb.Stage.TRAIN:  # under torchrun: the mean over the processes' shares of each batch
+            self.train_loss = distributed.mean(stage_loss)
             return
         wer = self.wer_metric.summarize("error_rate") / 100  # SpeechBrain's percentage as a fraction
         self.last_stats = {"loss": stage_loss, "WER": wer}
         if stage == sb.Stage.VALID:
             name = getattr(self.hparams, "name", "model")
-            log.info(
-                f"{name} epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, "
-                f"valid WER {100 * wer:.2f}"
-            )
             history = getattr(self.hparams, "history", None)
-            if history is not None:
+            if distributed.is_main():  # every process validates on the whole set; rank 0 reports
+                log.info(
+                    f"{name} epoch {epoch}: train loss {self.train_loss:.3f}, valid loss {stage_loss:.3f}, "
+                    f"valid WER {100 * wer:.2f}"
+                )
+            if history is not None and distributed.is_main():
                 history(
                     epoch, {"train_loss": float(self.train_loss), "valid_loss": float(stage_loss), "valid_wer": wer}
                 )

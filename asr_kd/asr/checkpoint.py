@@ -27,6 +27,8 @@ from pathlib import Path
 
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
 
+from asr_kd import distributed
+
 STAGING = ".staging"
 
 
@@ -36,15 +38,21 @@ class AtomicCheckpointer(Checkpointer):
     checkpoints_dir: Path  # set by Checkpointer.__init__
 
     def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006
+        """Save into the staging folder, then rename it into place (rank 0 writes, under torchrun)."""
+        main = distributed.is_main()
         final_parent = self.checkpoints_dir
         staging = final_parent / STAGING
-        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed mid-save
-        staging.mkdir(parents=True)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a run killed mid-save
+            staging.mkdir(parents=True)
         self.checkpoints_dir = staging
-        try:
+        try:  # every rank calls it: SpeechBrain broadcasts the folder; only rank 0's hooks write
             ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity)
         finally:
             self.checkpoints_dir = final_parent
+        if not main:
+            distributed.barrier()  # until rank 0 has renamed it
+            return None
         final = final_parent / ckpt.path.name
         suffix = 0
         while final.exists():  # two saves within one second
@@ -52,4 +60,5 @@ class AtomicCheckpointer(Checkpointer):
             final = final_parent / f"{ckpt.path.name}-{suffix}"
         os.replace(ckpt.path, final)
         shutil.rmtree(staging, ignore_errors=True)
+        distributed.barrier()
         return Checkpoint(final, ckpt.meta, {k: final / v.name for k, v in ckpt.paramfiles.items()})

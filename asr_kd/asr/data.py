@@ -1,10 +1,10 @@
 """From manifests to training batches: stored features, datasets, length-bucketed batches.
 
 Features are computed once per split with the shared front end
-(:mod:`asr_kd.data.features`) and stored by utterance ID in one file
-(``feats/SPLIT.pt``: ``{id: (frames, n_mels) float16}``), so every teacher and
-student of a recipe reads the very same frames (normalised per batch by
-:class:`asr_kd.data.features.FeatureNorm`).
+(:mod:`asr_kd.data.features`) and stored by utterance ID in a sharded store read by memory
+map (``feats/SPLIT/``, :mod:`asr_kd.data.feature_store`), so every teacher and student of a
+recipe reads the very same frames (normalised per batch by
+:class:`asr_kd.data.features.FeatureNorm`) and no process holds a split's features in memory.
 
 Datasets are SpeechBrain ``DynamicItemDataset`` s with the items ``id``,
 ``feats`` and ``tokens`` (the transcript through the tokenizer), batched by
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -35,9 +36,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from asr_kd.data.audio import collate_audio, load_audio
+from asr_kd.data.feature_store import FeatureStore, write_store
 from asr_kd.data.features import FeatureConfig, FrontEnd
 from asr_kd.data.manifest import Entry
-from asr_kd.io import write_atomic
 
 #: the token list of an utterance without a transcript (the blank id, never a transcript token)
 NO_TRANSCRIPT = 0
@@ -50,36 +51,51 @@ def extract_features(
     batch_size: int = 16,
     desc: str = "features",
     progress: bool = True,
-) -> dict[str, Tensor]:
-    """Compute (or load, when ``path`` holds them already) every entry's log-Mel features.
+    shard_size: int = 1000,
+) -> Mapping[str, Tensor]:
+    """Compute (or reuse, when ``path`` holds them already) every entry's log-Mel features.
 
-    Returns ``{id: (frames, n_mels) float16}``; written atomically to ``path``. A stored
-    file is reused only when it holds exactly these IDs and the same feature config.
+    Returns ``{id: (frames, n_mels) float16}``, memory-mapped from the sharded store written
+    at ``path`` (:mod:`asr_kd.data.feature_store`: ``shard_size`` utterances per shard, each
+    written atomically; a killed run keeps its finished shards). A finished store is reused
+    only when it holds exactly these IDs and the same feature config.
     """
-    path = Path(path)
-    ids = [e.id for e in entries]
-    if path.exists():
-        stored = torch.load(path, weights_only=False)
-        if stored.get("config") == config.fingerprint() and list(stored["feats"]) == ids:
-            return stored["feats"]
+    by_id = {e.id: e for e in entries}
     frontend = FrontEnd(config)  # no CMVN: raw log-Mels are stored, normalised per batch
-    feats: dict[str, Tensor] = {}
-    order = sorted(range(len(entries)), key=lambda i: entries[i].duration or 0.0)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
-        chunk = [entries[i] for i in order[start : start + batch_size]]
-        wavs, lengths = collate_audio([load_audio(e.wav, config.sample_rate) for e in chunk])
-        out, frames = frontend(wavs, lengths)
-        for e, f, n in zip(chunk, out, frames.tolist(), strict=False):
-            feats[e.id] = f[:n].to(torch.float16).clone()
-    feats = {i: feats[i] for i in ids}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save({"config": config.fingerprint(), "feats": feats}, tmp))
-    return feats
+
+    def compute(chunk: Sequence[str]) -> dict[str, Tensor]:
+        feats: dict[str, Tensor] = {}
+        order = sorted(chunk, key=lambda i: by_id[i].duration or 0.0)
+        for start in range(0, len(order), batch_size):
+            rows = [by_id[i] for i in order[start : start + batch_size]]
+            wavs, lengths = collate_audio([load_audio(e.wav, config.sample_rate) for e in rows])
+            out, frames = frontend(wavs, lengths)
+            for e, f, n in zip(rows, out, frames.tolist(), strict=False):
+                feats[e.id] = f[:n].to(torch.float16).clone()
+        return feats
+
+    with tqdm(total=len(entries), desc=desc, unit="utt", leave=False, disable=not progress) as bar:
+        write_store(path, list(by_id), compute, config.fingerprint(), shard_size, progress=bar.update)
+    return FeatureStore(path)
 
 
-def load_features(path: str | os.PathLike) -> dict[str, Tensor]:
-    """The ``{id: (frames, n_mels) float16}`` features stored by :func:`extract_features`."""
-    return torch.load(path, weights_only=False)["feats"]
+def load_features(path: str | os.PathLike) -> Mapping[str, Tensor]:
+    """The ``{id: (frames, n_mels) float16}`` features stored by :func:`extract_features`,
+    memory-mapped (a sharded store; the one ``.pt`` file of older experiments too)."""
+    path = Path(path)
+    if path.is_dir():
+        return FeatureStore(path)
+    return torch.load(path, mmap=True, weights_only=False)["feats"]
+
+
+def merge_features(*stores: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """Several feature stores read as one, without copying (the first that has an ID wins).
+
+    >>> merged = merge_features({"a": torch.ones(2, 1)}, {"b": torch.zeros(3, 1)})
+    >>> sorted(merged), merged["b"].shape
+    (['a', 'b'], torch.Size([3, 1]))
+    """
+    return ChainMap(*stores)  # type: ignore[arg-type]  # read only: ChainMap never writes here
 
 
 def make_dataset(
@@ -121,17 +137,34 @@ class BucketBatchSampler:
     order, so a run resumed at an epoch boundary trains on the same batches. SpeechBrain's
     ``Brain`` calls :meth:`set_epoch` when the sampler is its ``train_sampler``.
 
+    Data-parallel training (``world > 1``, under torchrun): ``batch_size`` is the *global*
+    batch. Every process walks the same batches in the same order and takes its share of each
+    (items ``rank``, ``rank + world``, ...), so N processes take the same number of steps, on
+    the same utterances, as one process: the learning-rate schedule and, with the gradients
+    averaged by DDP, the model are those of one process (exactly when ``world`` divides every
+    batch). A batch smaller than ``world`` (the last one, at most) repeats an item for the
+    processes it cannot serve.
+
     Args:
         lengths: per-item lengths (frames or seconds), in dataset order.
-        batch_size: items per batch.
+        batch_size: items per (global) batch.
         seed: base of the per-epoch shuffle; ``None`` keeps batches sorted (evaluation).
+        rank, world: this process and the number of processes.
+
+    >>> [list(BucketBatchSampler([1, 2, 3, 4, 5], 4, seed=None, rank=r, world=2)) for r in (0, 1)]
+    [[[0, 2], [4]], [[1, 3], [4]]]
     """
 
-    def __init__(self, lengths: Sequence[float], batch_size: int, seed: int | None = 0) -> None:
+    def __init__(
+        self, lengths: Sequence[float], batch_size: int, seed: int | None = 0, rank: int = 0, world: int = 1
+    ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} processes")
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         self.seed = seed
         self.epoch = 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,6 +176,8 @@ class BucketBatchSampler:
         batches = list(self.batches)
         if self.seed is not None:
             random.Random(self.seed * 100003 + self.epoch).shuffle(batches)
+        if self.world > 1:
+            batches = [b[self.rank :: self.world] or [b[self.rank % len(b)]] for b in batches]
         return iter(batches)
 
 

@@ -20,9 +20,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from asr_kd import distributed
+from asr_kd.asr.data import merge_features
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.inference import System, ensemble_log_probs, write_ensemble
-from asr_kd.distill import CacheWriter
+from asr_kd.distill import CacheWriter, join_parts, part_dir
+from asr_kd.distill.cache_format import load_shard, shard_paths
 from asr_kd.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -65,32 +68,51 @@ def cache_ensembles(ctx) -> None:
     """Stage ``ensemble``: per ensemble, ``ensemble.json`` (members, method, weights), its
     top-k frame posteriors of the training set and the transfer set (cached by utterance ID)
     and its greedy transcripts of both (``train_hyps.json``, for the sequence-level student).
-    An interrupted run resumes: cached utterances are not written again."""
+    An interrupted run resumes: cached utterances are not written again.
+
+    Under torchrun each of the N processes caches every N-th utterance (by length) into its
+    own part of the cache, and rank 0 joins the parts into one cache
+    (:mod:`asr_kd.distill.cache_join`)."""
 
     exp, e = ctx.exp, ctx.settings.ensemble
     tok = exp.tokenizer()
+    rank, world = distributed.rank(), distributed.world_size()
     for name, members in ctx.plan.ensembles.items():
-        describe_ensemble(ctx, name)
-        writer = CacheWriter(
-            exp.cache_dir(name),
-            num_classes=exp.summary()["num_classes"],
-            k=int(e.top_k),
-            fingerprint=ctx.cache_fingerprint(name),
-        )
-        hyps_path = exp.train_hyps_file(name)
-        hyps = read_json(hyps_path) if hyps_path.exists() else {}
-        log.info(f"  {name}: caching top-{e.top_k} posteriors of {', '.join(members)}")
-        system = System([exp.load(m, device=ctx.device) for m in members], method=e.method, weights=e.weights)
+        if distributed.is_main():
+            describe_ensemble(ctx, name)
+        root, hyps_path = exp.cache_dir(name), exp.train_hyps_file(name)
         feats = exp.feats("train")
         if ctx.settings.transfer.active:
-            feats = {**feats, **exp.feats("transfer")}
+            feats = merge_features(feats, exp.feats("transfer"))
+        finished: set[str] = set()
+        if world > 1:  # this process's share; what an interrupted single-process run cached stays
+            finished = {i for path in shard_paths(root) for i in load_shard(path)["ids"]}
+            share = sorted(feats, key=lambda u: (len(feats[u]), u))[rank::world]
+            feats = {u: feats[u] for u in share}
+            target, hyps_file = part_dir(root, rank, world), part_dir(root, rank, world) / "hyps.json"
+        else:
+            target, hyps_file = root, hyps_path
+        writer = CacheWriter(
+            target, num_classes=exp.summary()["num_classes"], k=int(e.top_k), fingerprint=ctx.cache_fingerprint(name)
+        )
+        hyps = read_json(hyps_file) if hyps_file.exists() else {}
+        log.info(f"  {name}: caching top-{e.top_k} posteriors of {', '.join(members)}")
+        system = System([exp.load(m, device=ctx.device) for m in members], method=e.method, weights=e.weights)
         with writer:
             for ids, lp, n in system.batches(feats, device=ctx.device):
                 for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n), strict=False)):
                     hyps[utt] = tok.decode(h)
-                    if utt not in writer:
+                    if utt not in writer and utt not in finished:
                         writer.add(utt, lp[b, : int(n[b])].float().cpu())
-        write_json(hyps_path, hyps)
+        write_json(hyps_file, hyps)
+        distributed.barrier()
+        if world > 1 and distributed.is_main():
+            for i in range(world):
+                hyps = {**hyps, **read_json(part_dir(root, i, world) / "hyps.json")}
+            old = read_json(hyps_path) if hyps_path.exists() else {}
+            write_json(hyps_path, {**old, **hyps})
+            log.info(f"  {name}: joined {join_parts(root, world)} utterances from {world} processes")
+        distributed.barrier()
 
 
 def describe_ensemble(ctx, name: str) -> None:

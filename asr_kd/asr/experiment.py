@@ -5,10 +5,10 @@
     EXP/config.json, command.txt     the settings and command of the last run
     EXP/stages/NN-NAME.done          stage markers (asr_kd.stages)
     EXP/corpus/                      synthesised or prepared manifests
-    EXP/data/                        features (feats/SPLIT.pt), transcripts (SPLIT.text.json),
+    EXP/data/                        features (feats/SPLIT/), transcripts (SPLIT.text.json),
                                      tokenizer/, cmvn.json, summary.json
     EXP/models/NAME/                 model.pt (bundle), history.json, ckpt/
-    EXP/transfer/                    the transfer set: corpus/ (when synthesised), feats.pt, summary.json
+    EXP/transfer/                    the transfer set: corpus/ (when synthesised), feats/, summary.json
     EXP/guidance/spikes.pt           teacher 0's forced spikes (guided teachers)
     EXP/ensembles/NAME/              ensemble.json (members, method, weights), cache/, train_hyps.json
     EXP/score/                       NAME.json, trn files, alignments, lm/, scores.json
@@ -28,6 +28,7 @@ Example
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,11 @@ class Experiment:
     scores_file = property(lambda self: self.root / "score" / "scores.json")
 
     def feats_file(self, split: str) -> Path:
-        """Stored features of a corpus split, or of the transfer set (``split="transfer"``)."""
-        if split == "transfer":
-            return self.transfer / "feats.pt"
-        return self.data / "feats" / f"{split}.pt"
+        """Stored features of a corpus split, or of the transfer set (``split="transfer"``): a
+        sharded store (:mod:`asr_kd.data.feature_store`), or the one file of older experiments."""
+        folder = self.transfer / "feats" if split == "transfer" else self.data / "feats" / split
+        legacy = folder.with_suffix(".pt")
+        return legacy if legacy.exists() and not folder.exists() else folder
 
     def texts_file(self, split: str) -> Path:
         return self.data / f"{split}.text.json"
@@ -110,8 +112,8 @@ class Experiment:
         """What the prepare stage recorded: splits, tokenizer, classes, feature settings."""
         return read_json(self.summary_file)
 
-    def feats(self, split: str) -> dict[str, Tensor]:
-        """``{id: (frames, n_mels) float16}`` raw log-Mels of ``split`` (loaded once)."""
+    def feats(self, split: str) -> Mapping[str, Tensor]:
+        """``{id: (frames, n_mels) float16}`` raw log-Mels of ``split``, memory-mapped (opened once)."""
         from asr_kd.asr.data import load_features
 
         key = f"feats:{split}"

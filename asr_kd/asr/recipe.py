@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from asr_kd import distributed
 from asr_kd.asr.context import Context
 from asr_kd.asr.ensemble import cache_ensembles
 from asr_kd.asr.experiment import Experiment
@@ -108,6 +109,7 @@ class AsrRecipe:
                     depends=["prepare", "spikes"] if spec.guided else ["prepare"],
                     outputs=[exp.model_dir(spec.name)],
                     parallel=True,
+                    ddp=True,
                 )
             )
         teachers = [st.name for st in stages[1:]]
@@ -129,6 +131,7 @@ class AsrRecipe:
                 stable({"ensemble": cfg["ensemble"], **({"transfer": cfg["transfer"]} if transfer else {})}),
                 depends=["prepare", *teachers, *transfer],
                 outputs=[exp.ensembles],
+                ddp=True,
             )
         )
         for spec in p.students:
@@ -140,6 +143,7 @@ class AsrRecipe:
                     depends=["prepare"] if spec.ensemble is None else ["prepare", "ensemble"],
                     outputs=[exp.model_dir(spec.name)],
                     parallel=True,
+                    ddp=True,
                 )
             )
         if p.online:
@@ -193,9 +197,11 @@ class AsrRecipe:
             run_stages(stages, self.exp, 1, 1)
             k = names.index(wanted) + 1
             return run_stages(stages, self.exp, k, k)
-        write_json(self.ctx.exp.config_file, self.cfg)
+        if distributed.is_main():
+            write_json(self.ctx.exp.config_file, self.cfg)
         first, last = _number(start, names) or 1, _number(stop, names) or len(stages)
-        jobs = int(self.ctx.settings.parallel)
+        # under torchrun the processes train one model together: no worker processes of our own
+        jobs = 1 if distributed.active() else int(self.ctx.settings.parallel)
         ran: list[str] = []
         k = first
         while k <= last:  # in order; consecutive parallel stages go to `jobs` worker processes at a time

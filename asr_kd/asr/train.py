@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from asr_kd import distributed
 from asr_kd.asr.checkpoint import AtomicCheckpointer
-from asr_kd.asr.data import BucketBatchSampler, draw_subset, encode_transcripts, make_dataset
+from asr_kd.asr.data import BucketBatchSampler, draw_subset, encode_transcripts, make_dataset, merge_features
 from asr_kd.asr.settings import TrainSettings
 from asr_kd.data.features import FeatureNorm, GlobalCMVN, SpecAugmentConfig
 from asr_kd.io import read_json, write_json
@@ -90,11 +91,13 @@ def train_ctc(
         hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...), and
             ``hints`` (:class:`~asr_kd.asr.hints.Hints`: intermediate-layer distillation).
     """
+    from speechbrain.dataio.dataloader import make_dataloader
     from speechbrain.utils.epoch_loop import EpochCounter
 
     from asr_kd.asr.brain import CTCBrain
 
     out = Path(out_dir)
+    device = distributed.local_device(device)
     bundle_path = out / "model.pt"
     if bundle_path.exists():
         log.info(f"{out.name}: trained already ({bundle_path}), skipped")
@@ -111,7 +114,10 @@ def train_ctc(
         hparams.update(hint_teacher=hints.teacher.to(device), hint_weight=hints.weight)
     recoverables = {k: v for k, v in modules.items() if k != "frontend"}  # its statistics are fixed
     ckpt = AtomicCheckpointer(out / "ckpt", recoverables={**recoverables, "counter": counter})
-    sampler = BucketBatchSampler(train_lengths, cfg.batch_size, seed=seed)
+    # under torchrun each process takes its share of every (global) batch: see BucketBatchSampler
+    sampler = BucketBatchSampler(
+        train_lengths, cfg.batch_size, seed=seed, rank=distributed.rank(), world=distributed.world_size()
+    )
     history_path = out / "history.json"
     history: dict[str, Any] = read_json(history_path) if history_path.exists() else {}
 
@@ -134,18 +140,27 @@ def train_ctc(
             "name": out.name,
             **hparams,
         },
-        run_opts={"device": device, "noprogressbar": not progress, "max_grad_norm": cfg.max_grad_norm},
+        run_opts={
+            "device": device,
+            "noprogressbar": not progress or not distributed.is_main(),
+            "max_grad_norm": cfg.max_grad_norm,
+            "distributed_backend": distributed.backend_for(device),
+        },
         checkpointer=ckpt,
     )
     brain.train_sampler = sampler
     started = time.time()
     brain.fit(
         counter,
-        train_set,
+        # under torchrun the loader is made here, so SpeechBrain does not split the batches a second time
+        make_dataloader(train_set, batch_sampler=sampler) if distributed.active() else train_set,
         valid_set,
         train_loader_kwargs={"batch_sampler": sampler},
         valid_loader_kwargs={"batch_size": cfg.batch_size},
     )
+    if not distributed.is_main():  # rank 0 writes the bundle; the others wait for it
+        distributed.barrier()
+        return bundle_path
     best = ckpt.find_checkpoint(min_key="WER") if select == "best" else ckpt.find_checkpoint(max_key="epoch")
     if best is None:
         raise RuntimeError(f"{out}: training ended without a checkpoint; look at the log above")
@@ -169,6 +184,7 @@ def train_ctc(
     log.info(
         f"{out.name}: {select} epoch {best.meta.get('epoch')} (valid WER {100 * best.meta['WER']:.2f}) -> {bundle_path}"
     )
+    distributed.barrier()
     return bundle_path
 
 
@@ -193,7 +209,7 @@ def train_spec(
     valid_tokens = encode_transcripts(exp.texts("valid"), tok.encode, "validation transcript", skip=log.warning)
     feats, vfeats = exp.feats("train"), exp.feats("valid")
     if spec.transfer:
-        feats = {**feats, **exp.feats("transfer")}
+        feats = merge_features(feats, exp.feats("transfer"))
     augment = ctx.settings.specaugment
     return train_ctc(
         exp.model_dir(spec.name),

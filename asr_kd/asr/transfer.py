@@ -11,7 +11,7 @@ on these utterances) and sequence-level students (the ensemble's transcripts) tr
 Example
 -------
     from asr_kd.asr.transfer import prepare_transfer
-    prepare_transfer(ctx)      # writes EXP/transfer/feats.pt and summary.json
+    prepare_transfer(ctx)      # writes EXP/transfer/feats/ and summary.json
 """
 
 from __future__ import annotations

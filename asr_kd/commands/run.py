@@ -11,6 +11,7 @@ Example
     asr-kd run recipes/synth_en/config.yaml --preset demo
     asr-kd run recipes/synth_en/config.yaml --preset full --teacher 2
     asr-kd run recipes/synth_en/config.yaml --preset demo --stage score --set score.rtf_repeats=5
+    torchrun --nproc-per-node 4 -m asr_kd run recipes/synth_en/config.yaml --preset full   # data-parallel
 """
 
 from __future__ import annotations
@@ -49,12 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from asr_kd import distributed
     from asr_kd.asr.recipe import AsrRecipe, load_asr_config
     from asr_kd.io import write_text
 
     cfg = load_asr_config(args.config, args.preset, args.set)
     torch.set_num_threads(int(cfg["threads"]))
     recipe = AsrRecipe(cfg)
+    if distributed.launched():  # started by torchrun: join the other processes
+        distributed.init_from_env(recipe.ctx.device)
+        if not distributed.is_main():  # rank 0 reports; the others speak only of trouble
+            logging.getLogger().setLevel(logging.WARNING)
     if args.list:
         for i, (name, status) in enumerate(recipe.status(), 1):
             if status not in ("", "done", "interrupted"):
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if len(sys.argv) > 2
         else f"asr-kd run {args.config}"
     )
-    write_text(recipe.ctx.exp.command_file, command + "\n")
+    if distributed.is_main():
+        write_text(recipe.ctx.exp.command_file, command + "\n")
     began = time.time()
     log.info(f"experiment: {recipe.exp} (device {recipe.ctx.device}, {cfg['threads']} threads)")
     recipe.run(args.stage, args.stop_stage, teacher=args.teacher)

@@ -8,13 +8,14 @@ Shared by the image recipe (recipes/mnist) and the ASR recipe. Modules:
 - ``objective``: the total loss as named weighted terms that print as a formula.
 - ``ensemble``: arithmetic / geometric mean of member distributions.
 - ``cache``: teacher outputs stored top-k per ID, sharded, fingerprinted; its code is in
-  ``cache_format`` (the files on disk), ``cache_writer`` and ``cache_reader``.
+  ``cache_format`` (the files on disk), ``cache_writer``, ``cache_reader`` and ``cache_join``
+  (one cache written by several processes, each its part, then joined).
 - ``hints``: intermediate-layer distillation through forward hooks.
 - ``specialists``: generalist + specialists with a dustbin class (the paper's Section 5).
 - ``online``: peers and a student trained together in one pass (online / mutual distillation).
 """
 
-from .cache import CacheError, CacheWriter, TeacherCache
+from .cache import CacheError, CacheWriter, TeacherCache, join_parts, part_dir
 from .ensemble import combine
 from .hints import HintLoss
 from .losses import logit_matching_loss, masked_mean, soft_target_kl, soft_target_loss
@@ -33,8 +34,10 @@ __all__ = [
     "TopK",
     "WeightedLoss",
     "combine",
+    "join_parts",
     "logit_matching_loss",
     "masked_mean",
+    "part_dir",
     "soft_target_kl",
     "soft_target_loss",
 ]

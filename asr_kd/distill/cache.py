@@ -48,7 +48,8 @@ Example
 """
 
 from .cache_format import FORMAT, LOCK, META, CacheError
+from .cache_join import join_parts, part_dir
 from .cache_reader import TeacherCache
 from .cache_writer import CacheWriter
 
-__all__ = ["FORMAT", "LOCK", "META", "CacheError", "CacheWriter", "TeacherCache"]
+__all__ = ["FORMAT", "LOCK", "META", "CacheError", "CacheWriter", "TeacherCache", "join_parts", "part_dir"]
