@@ -131,7 +131,7 @@ def test_the_tiny_recipe_runs_under_torchrun(tmp_path):
 
     config, sets = str(default_config_path("synth_en")), [f"exp_dir={tmp_path}", "threads=1", "train.epochs=3"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "asr_kd"]
-    cmd += ["run", config, "--preset", "tiny", "--stop-stage", "student-kd", *[a for s in sets for a in ("--set", s)]]
+    cmd += ["run", config, "--preset", "tiny", *[a for s in sets for a in ("--set", s)], "--stop-stage", "student-kd"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     recipe = AsrRecipe(load_asr_config(config, "tiny", sets))
@@ -146,3 +146,10 @@ def test_the_tiny_recipe_runs_under_torchrun(tmp_path):
     assert sorted(hyps) == sorted(recipe.texts("train"))
     assert (tmp_path / "models" / "student-kd" / "model.pt").exists()
     assert "waiting" not in proc.stderr  # no process waited on a stage lock of its own run
+    # online distillation: two peers and a student, every model data-parallel over both processes
+    online = ["--stage", "online", "--stop-stage", "online", "--set", "online.enabled=true"]
+    proc = subprocess.run([*cmd[:-2], *online], env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    history = json.loads((tmp_path / "models" / "online" / "history.json").read_text())
+    assert sorted(history) == ["1", "2", "3"]
+    assert all((tmp_path / "models" / n / "model.pt").exists() for n in ("online-peer-0", "online-student"))

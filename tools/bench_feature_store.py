@@ -73,7 +73,9 @@ def write_both(root: Path, n: int, frames: int) -> tuple[Path, Path]:
 def read_in_fresh_process(path: Path, mmap_legacy: bool) -> dict:
     code = READER
     if not mmap_legacy:  # the earlier reader: the whole file loaded into memory
-        code = code.replace("feats = load_features(sys.argv[1])", 'feats = torch.load(sys.argv[1], weights_only=False)["feats"]')
+        code = code.replace(
+            "feats = load_features(sys.argv[1])", 'feats = torch.load(sys.argv[1], weights_only=False)["feats"]'
+        )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -111,7 +113,9 @@ def main() -> None:
         cmd = "python tools/bench_feature_store.py " + " ".join(sys.argv[1:])
         from asr_kd.io import write_text
 
-        write_text(args.out, f"# Feature store memory\n\nMeasured {time.strftime('%Y-%m-%d')} with `{cmd}`.\n\n{text}\n")
+        write_text(
+            args.out, f"# Feature store memory\n\nMeasured {time.strftime('%Y-%m-%d')} with `{cmd}`.\n\n{text}\n"
+        )
 
 
 if __name__ == "__main__":

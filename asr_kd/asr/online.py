@@ -34,6 +34,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.metric_stats import ErrorRateStats
 
+from asr_kd import distributed
 from asr_kd.asr.brain import CTCBrain, absolute_lengths, ctc_loss
 from asr_kd.asr.checkpoint import AtomicCheckpointer
 from asr_kd.asr.context import Context
@@ -101,17 +102,18 @@ class OnlineBrain(CTCBrain):
             self.wer_metrics = {n: ErrorRateStats() for n in self.hparams.names}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        if stage == sb.Stage.TRAIN:
-            self.train_loss = stage_loss
+        if stage == sb.Stage.TRAIN:  # under torchrun: the mean over the processes
+            self.train_loss = distributed.mean(stage_loss)
             return
         wers = {n: m.summarize("error_rate") / 100 for n, m in self.wer_metrics.items()}
         self.last_stats = {"loss": stage_loss, **{f"WER-{n}": w for n, w in wers.items()}}
         if stage == sb.Stage.VALID:
-            log.info(
-                f"online epoch {epoch}: train loss {self.train_loss:.3f}, valid WER "
-                + ", ".join(f"{n} {100 * w:.2f}" for n, w in wers.items())
-            )
-            self.hparams.history(epoch, {"train_loss": float(self.train_loss), "valid_wer": wers})
+            if distributed.is_main():
+                log.info(
+                    f"online epoch {epoch}: train loss {self.train_loss:.3f}, valid WER "
+                    + ", ".join(f"{n} {100 * w:.2f}" for n, w in wers.items())
+                )
+                self.hparams.history(epoch, {"train_loss": float(self.train_loss), "valid_wer": wers})
             if self.checkpointer is not None:  # the best epoch of every model, and the latest
                 keys = [f"WER-{n}" for n in wers]
                 meta = {**{f"WER-{n}": w for n, w in wers.items()}, "epoch": epoch}
@@ -120,6 +122,7 @@ class OnlineBrain(CTCBrain):
 
 def train_online(ctx: Context) -> None:
     """Stage ``online``: train ``ctx.plan.online`` (peers, then the student) together."""
+    from speechbrain.dataio.dataloader import make_dataloader
     from speechbrain.utils.epoch_loop import EpochCounter
 
     exp, s, specs = ctx.exp, ctx.settings, ctx.plan.online
@@ -144,7 +147,13 @@ def train_online(ctx: Context) -> None:
     counter = EpochCounter(cfg.epochs)
     recoverables = {n: m for n, m in modules.items() if n != "frontend"}
     ckpt = AtomicCheckpointer(out / "ckpt", recoverables={**recoverables, "counter": counter})
-    sampler = BucketBatchSampler([len(feats[i]) for i in tokens], cfg.batch_size, seed=student.seed)
+    sampler = BucketBatchSampler(  # under torchrun: this process's share of every global batch
+        [len(feats[i]) for i in tokens],
+        cfg.batch_size,
+        seed=student.seed,
+        rank=distributed.rank(),
+        world=distributed.world_size(),
+    )
     kd = s.students.kd
     if kd.hint_weight > 0:
         log.warning("online: students.kd.hint_weight is not used here (the peers train; no frozen teacher)")
@@ -180,17 +189,25 @@ def train_online(ctx: Context) -> None:
             "lr_at": lr_schedule(cfg, len(sampler)),
             "history": record,
         },
-        run_opts={"device": ctx.device, "noprogressbar": not s.progress, "max_grad_norm": cfg.max_grad_norm},
+        run_opts={
+            "device": distributed.local_device(ctx.device),
+            "noprogressbar": not s.progress or not distributed.is_main(),
+            "max_grad_norm": cfg.max_grad_norm,
+            "distributed_backend": distributed.backend_for(ctx.device),
+        },
         checkpointer=ckpt,
     )
+    train_set = make_dataset(feats, tokens)
     brain.fit(
         counter,
-        make_dataset(feats, tokens),
+        make_dataloader(train_set, batch_sampler=sampler) if distributed.active() else train_set,
         make_dataset(vfeats, valid),
         train_loader_kwargs={"batch_sampler": sampler},
         valid_loader_kwargs={"batch_size": cfg.batch_size},
     )
-    _save_bundles(ctx, specs, modules, ckpt, history)
+    if distributed.is_main():
+        _save_bundles(ctx, specs, modules, ckpt, history)
+    distributed.barrier()
 
 
 def _save_bundles(ctx: Context, specs: Sequence, modules: dict, ckpt: AtomicCheckpointer, history: dict) -> None:

@@ -154,6 +154,7 @@ class AsrRecipe:
                     stable(online_fingerprint(s, p.online)),
                     depends=["prepare"],
                     outputs=[exp.model_dir("online"), *(exp.model_dir(m.name) for m in p.online)],
+                    ddp=True,
                 )
             )
         models = [st.name for st in stages if st.name not in ("prepare", "transfer", "ensemble")]
