@@ -31,8 +31,9 @@ TIMEOUT = datetime.timedelta(hours=24)
 
 
 def launched() -> bool:
-    """Whether this process was started by ``torchrun`` with more than one process."""
-    return os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process was started by ``torchrun`` (SpeechBrain's test: ``RANK`` and
+    ``LOCAL_RANK`` set; then its ``Brain`` expects a process group, even for one process)."""
+    return os.environ.get("RANK") is not None and os.environ.get("LOCAL_RANK") is not None
 
 
 def active() -> bool:
