@@ -102,6 +102,19 @@ def broadcast(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def finish() -> None:
+    """Leave the process group in order: wait for every process, then destroy it.
+
+    Without this each process tears its gloo connections down at interpreter exit; one that
+    exits first can close a socket a peer's gloo thread still reads, and that peer aborts
+    ("terminate called without an active exception") after the work is done. No-op outside
+    torchrun; call it on the way out of a command that called :func:`init_from_env`.
+    """
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def mean(value: float) -> float:
     """The mean of ``value`` over the processes (``value`` itself outside torchrun)."""
     if not active():

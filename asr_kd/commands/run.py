@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             if status not in ("", "done", "interrupted"):
                 status = "runs again: " + status  # and so does every stage that uses it
             print(f"{i:2d} {name:<20} {status}".rstrip())
+        distributed.finish()
         return 0
     command = (
         "asr-kd run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -77,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
     began = time.time()
     log.info(f"experiment: {recipe.exp} (device {recipe.ctx.device}, {cfg['threads']} threads)")
     recipe.run(args.stage, args.stop_stage, teacher=args.teacher)
+    distributed.finish()  # every process leaves together (a lone early exit can abort a peer)
     log.info(f"done in {(time.time() - began) / 60:.1f} min; results: {recipe.ctx.exp.results_md}")
     return 0

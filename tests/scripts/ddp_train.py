@@ -77,6 +77,7 @@ def main(out: str, epochs: int = 3) -> None:
         augment=None,
         progress=False,
     )
+    distributed.finish()
 
 
 if __name__ == "__main__":
