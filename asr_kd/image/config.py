@@ -21,7 +21,7 @@ from ..distill.ensemble import METHODS as ENSEMBLE_METHODS
 from ..io import drop_defaults
 from .mnist import repo_root
 
-EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78", "ensemble", "online")
+EXPERIMENTS = ("teacher", "main", "sweep", "omit3", "only78", "ensemble", "online", "specialists")
 
 
 class RecipeError(ConfigError):

@@ -17,6 +17,8 @@ its last finished epoch, so a killed run resumes where it stopped):
   before and after raising the class-3 bias (tuned on validation).
 - ``only78``: a transfer set of only 7s and 8s; errors before and after
   lowering the 7 and 8 biases (tuned on validation).
+- ``specialists``: the teacher as generalist plus specialists with a dustbin class,
+  combined, and distilled into one student (:mod:`asr_kd.image.specialists`).
 
 Configs come from one YAML (``base`` plus named ``presets``) and ``key=value``
 overrides; see ``recipes/mnist/config.yaml``. ``device`` (``cpu``, ``cuda``) says
@@ -121,7 +123,7 @@ class Recipe:
         model.load_state_dict(payload["state_dict"])
         return model.to(self.device), payload["record"]
 
-    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+    def record(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append (replace by ``name``) a result in ``results.json``, written atomically."""
         path = self.out_dir / "results.json"
         with open(self.out_dir / "results.lock", "w") as lock:  # several runs may share out_dir
@@ -133,7 +135,7 @@ class Recipe:
         self.records.append(record)
         return record
 
-    def _fit(
+    def fit(
         self,
         name: str,
         spec: dict[str, Any],
@@ -141,8 +143,14 @@ class Recipe:
         y: torch.Tensor,
         teacher_logits: torch.Tensor | None = None,
         teacher: MLP | None = None,
+        init: dict[str, torch.Tensor] | None = None,
+        val: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[MLP, dict[str, Any]]:
-        """Train (or load) the model ``name`` described by ``spec``."""
+        """Train (or load) the model ``name`` described by ``spec``.
+
+        ``init``: starting weights (a state dict; default: random); ``val``: the validation
+        images and labels of model selection (default: the validation split as it is).
+        """
         loaded = self._load(name, spec)
         if loaded is not None:
             self.log(f"{name}: found {self.model_dir / (name + '.pt')}, skipping training")
@@ -150,6 +158,8 @@ class Recipe:
         model_seed = self._model_seed(name)
         torch.manual_seed(model_seed)
         model = MLP(spec["sizes"], spec.get("dropout_input", 0.0), spec.get("dropout_hidden", 0.0)).to(self.device)
+        if init is not None:
+            model.load_state_dict(init)
         tc = train_config(spec, self.progress, name)
         distill = None
         if teacher_logits is not None or teacher is not None:
@@ -164,7 +174,7 @@ class Recipe:
             model,
             x,
             y,
-            (self.data.val_x, self.data.val_y),
+            val or (self.data.val_x, self.data.val_y),
             tc,
             model_seed,
             teacher_logits,
@@ -217,14 +227,14 @@ class Recipe:
             f"{record['name']}: test errors {errors}/{len(self.data.test_y)} "
             f"(val {record['val_errors']}/{record['val_n']}, {record['train_seconds']:.0f} s)"
         )
-        return self._record(out)
+        return self.record(out)
 
     # -- models
 
     def teacher(self) -> MLP:
         if self._teacher_model is None:
             spec = dict(self.cfg["teacher"])
-            model, record = self._fit("teacher", spec, self.data.train_x, self.data.train_y)
+            model, record = self.fit("teacher", spec, self.data.train_x, self.data.train_y)
             if not any(r["name"] == "teacher" for r in self.records):
                 self.score(model, record, "main")
             self._teacher_model = model.eval()
@@ -272,7 +282,7 @@ class Recipe:
             spec["transfer_classes"] = sorted(int(c) for c in torch.unique(y[keep]))
             x, y = x[keep], y[keep]
             logits = logits[keep] if logits is not None else None
-        return self._fit(name, spec, x, y, logits, teacher)
+        return self.fit(name, spec, x, y, logits, teacher)
 
     def ensemble_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """The ``ensemble.seeds`` teachers' combined log-probabilities on ``x``.
@@ -338,7 +348,7 @@ class Recipe:
         val_errors = int((self.ensemble_log_probs(d.val_x).argmax(-1) != d.val_y).sum())
         test_errors = int((self.ensemble_log_probs(d.test_x).argmax(-1) != d.test_y).sum())
         self.log(f"teacher-ens{k}: {method} mean of the teachers of seeds {seeds}: test errors {test_errors}")
-        self._record(
+        self.record(
             {
                 "seed": self.seed,
                 "name": f"teacher-ens{k}",
@@ -361,6 +371,11 @@ class Recipe:
         )
         model, rec = self.student(f"student{w}-soft-T{t:g}-ens{k}", "student", t, 0.0, ensemble=seeds)
         self.score(model, rec, "ensemble")
+
+    def run_specialists(self) -> None:
+        from .specialists import run_specialists
+
+        run_specialists(self)
 
     def run_online(self) -> None:
         from .online import run_online

@@ -1,0 +1,254 @@
+"""The MNIST recipe's specialist ensemble (the paper's Section 5), distilled back into one net.
+
+Experiment ``specialists``, on the core's :mod:`asr_kd.distill.specialists`:
+
+1. The generalist is the recipe's teacher.
+2. Class subsets: K-means on the correlation columns of the generalist's probabilities on
+   the validation images (their labels are not used), once for each K of
+   ``specialists.clusters``; the subsets of all runs together, so a class is covered by up to
+   ``len(clusters)`` specialists (the rows of the paper's Table 4).
+3. Each specialist starts from the generalist's weights (its subset's output units copied, one
+   dustbin unit for every other class) and is fine-tuned with the teacher's regularisation on a
+   sample half from its subset and half at random; then its dustbin logit is raised by the
+   oversampling's log odds ratio (:func:`~asr_kd.distill.specialists.dustbin_shift`).
+4. Inference: the generalist's top-``top_n`` classes select the active specialists, and the
+   full distribution minimising ``KL(p_g, q) + sum_m KL(p_m, q_m)`` is found by gradient steps,
+   in batches of cases. Reported: test errors of the generalist alone and combined, the
+   paper's Table 4 (gain by how many active specialists cover the true class), and the time per
+   test case.
+5. Students (the generalist's size and the ``student`` size, both with the student's
+   settings) distilled from the combination at each T of ``specialists.temperatures`` (T
+   picked on validation), beside the same students distilled from the generalist alone.
+
+Example
+-------
+>>> from asr_kd.models.mlp import MLP
+>>> g = MLP([784, 16, 10])
+>>> init = specialist_init(g, [3, 5, 8])
+>>> tuple(init["layers.1.weight"].shape)
+(4, 16)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..distill.specialists import (
+    active_specialists,
+    cluster_classes,
+    combine_specialists,
+    raise_dustbin,
+    specialist_batch_indices,
+    specialist_labels,
+)
+from ..models.mlp import MLP
+from .config import RecipeError, machine
+from .train import logits_of
+
+
+def specialist_init(generalist: MLP, subset: Sequence[int]) -> dict[str, Tensor]:
+    """A specialist's starting weights: the generalist's, with the output layer cut to the
+    subset's units plus a dustbin unit.
+
+    The dustbin unit gets the mean weights of the other classes' units and their mean bias plus
+    the log of their number: the log-sum-exp of equal logits, so at the start the dustbin holds
+    about the mass the generalist gives the classes outside the subset.
+    """
+    state = {k: v.detach().clone() for k, v in generalist.state_dict().items()}
+    last = f"layers.{len(generalist.layers) - 1}"
+    w, b = state[f"{last}.weight"], state[f"{last}.bias"]
+    inside = torch.as_tensor(list(subset), dtype=torch.long)
+    outside = torch.ones(len(b), dtype=torch.bool)
+    outside[inside] = False
+    if not outside.any():
+        raise RecipeError(f"specialist subset {list(subset)} covers every class: it would have no dustbin")
+    state[f"{last}.weight"] = torch.cat([w[inside], w[outside].mean(0, keepdim=True)])
+    state[f"{last}.bias"] = torch.cat([b[inside], (b[outside].mean() + math.log(int(outside.sum()))).view(1)])
+    return state
+
+
+def class_subsets(probs: Tensor, clusters: Sequence[int], seed: int = 0) -> list[list[int]]:
+    """The subsets of K-means over the classes for each K of ``clusters``, without repeats and
+    without subsets of every class (no dustbin) or of one class (nothing to tell apart)."""
+    out: list[list[int]] = []
+    for k in clusters:
+        for subset in cluster_classes(probs, int(k), seed=seed):
+            if 1 < len(subset) < probs.shape[1] and subset not in out:
+                out.append(subset)
+    if not out:
+        raise RecipeError(f"specialists.clusters={list(clusters)} gave no subset of 2 or more classes; use K >= 2")
+    return out
+
+
+@dataclass
+class Specialist:
+    """A trained specialist: its classes, its net (``|subset| + 1`` outputs) and dustbin shift."""
+
+    subset: list[int]
+    model: MLP
+    shift: float
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """Log-probabilities over the subset and the dustbin (shift applied)."""
+        return torch.log_softmax(raise_dustbin(logits_of(self.model, x), self.shift), -1)
+
+
+def combined(
+    generalist: MLP, specialists: Sequence[Specialist], x: Tensor, cfg: Mapping[str, Any], batch: int = 5000
+) -> tuple[Tensor, Tensor]:
+    """The combination's log-probabilities ``(N, C)`` on ``x`` and which specialists were active ``(N, M)``."""
+    subsets = [s.subset for s in specialists]
+    out, act = [], []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        p_g = torch.log_softmax(logits_of(generalist, xb), -1)
+        active = active_specialists(p_g, subsets, int(cfg["top_n"]))
+        p_m = [s.log_probs(xb) for s in specialists]
+        with torch.enable_grad():
+            q = combine_specialists(p_g, p_m, subsets, active, int(cfg["combine_steps"]), float(cfg["combine_lr"]))
+        out.append(q)
+        act.append(active)
+    return torch.cat(out), torch.cat(act)
+
+
+def table4(
+    gen_log_probs: Tensor, comb_log_probs: Tensor, active: Tensor, subsets: Sequence[Sequence[int]], y: Tensor
+) -> list[dict[str, Any]]:
+    """The paper's Table 4: test cases grouped by how many active specialists cover the true class.
+
+    >>> lp = torch.log(torch.tensor([[0.6, 0.4], [0.4, 0.6]]))
+    >>> rows = table4(lp, lp.flip(-1), torch.tensor([[True], [False]]), [[0, 1]], torch.tensor([1, 1]))
+    >>> [(r["covering"], r["cases"], r["correct_gain"]) for r in rows]
+    [(0, 1, -1), (1, 1, 1)]
+    """
+    member = torch.zeros(len(subsets), gen_log_probs.shape[1], dtype=torch.bool, device=y.device)
+    for m, s in enumerate(subsets):
+        member[m, list(s)] = True
+    covering = (active & member[:, y].T).sum(1)
+    gen_ok = gen_log_probs.argmax(-1) == y
+    comb_ok = comb_log_probs.argmax(-1) == y
+    rows = []
+    for c in sorted(set(covering.tolist())):
+        sel = covering == c
+        g, q = int(gen_ok[sel].sum()), int(comb_ok[sel].sum())
+        rows.append(
+            {
+                "covering": int(c),
+                "cases": int(sel.sum()),
+                "generalist_correct": g,
+                "combined_correct": q,
+                "correct_gain": q - g,
+                "relative_accuracy_change": (q - g) / g if g else 0.0,
+            }
+        )
+    return rows
+
+
+def train_specialists(recipe: Any, generalist: MLP, subsets: Sequence[Sequence[int]]) -> list[Specialist]:
+    """Fine-tune (or load) one specialist per subset; see the module's step 3."""
+    sc, d = recipe.cfg["specialists"], recipe.data
+    labels = d.train_y.cpu()
+    out = []
+    for subset in subsets:
+        subset = list(subset)
+        name = "specialist-c" + "".join(map(str, subset))
+        g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + sum(1 << c for c in subset))
+        idx, shift = specialist_batch_indices(labels, subset, len(labels), generator=g)
+        idx = idx.to(recipe.device)
+        spec = dict(recipe.cfg["teacher"])
+        spec.update(
+            sizes=[*spec["sizes"][:-1], len(subset) + 1],
+            epochs=int(sc["epochs"]),
+            lr=float(sc["lr"]),
+            subset=subset,
+            init="generalist",
+            sample="half from the subset",
+            dustbin_shift=round(shift, 6),
+        )
+        y = specialist_labels(d.train_y[idx], subset, 10)
+        val = (d.val_x, specialist_labels(d.val_y, subset, 10))
+        model, _ = recipe.fit(name, spec, d.train_x[idx], y, init=specialist_init(generalist, subset), val=val)
+        recipe.log(f"{name}: {len(subset)} classes + dustbin, dustbin logit +{shift:.3f}")
+        out.append(Specialist(subset, model.eval(), shift))
+    return out
+
+
+def _errors(log_probs: Tensor, y: Tensor) -> int:
+    return int((log_probs.argmax(-1) != y).sum())
+
+
+def run_specialists(recipe: Any) -> None:
+    """The experiment ``specialists`` of :class:`asr_kd.image.recipe.Recipe` (module docstring)."""
+    sc, d = recipe.cfg["specialists"], recipe.data
+    generalist = recipe.teacher()
+    subsets = class_subsets(torch.softmax(logits_of(generalist, d.val_x), -1), sc["clusters"], recipe.seed)
+    recipe.log(f"specialists: class subsets {subsets} (K-means, K in {list(sc['clusters'])})")
+    specialists = train_specialists(recipe, generalist, subsets)
+
+    began = time.perf_counter()
+    gen_test = torch.log_softmax(logits_of(generalist, d.test_x), -1)
+    gen_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    comb_test, active = combined(generalist, specialists, d.test_x, sc)
+    comb_seconds = time.perf_counter() - began
+    comb_val, _ = combined(generalist, specialists, d.val_x, sc)
+    n = len(d.test_y)
+    rows = table4(gen_test, comb_test, active, subsets, d.test_y)
+    summary = {
+        "seed": recipe.seed,
+        "name": "generalist+specialists",
+        "experiment": "specialists",
+        "sizes": recipe.cfg["teacher"]["sizes"],
+        "formula": f"generalist + {len(subsets)} specialists {subsets}, top-{sc['top_n']} active, "
+        f"KL-minimising combination ({sc['combine_steps']} Adam steps)",
+        "subsets": subsets,
+        "temperature": None,
+        "epochs": int(sc["epochs"]),
+        "best_epoch": None,
+        "train_seconds": 0.0,
+        "val_errors": _errors(comb_val, d.val_y),
+        "val_n": len(d.val_y),
+        "test_errors": _errors(comb_test, d.test_y),
+        "test_n": n,
+        "generalist_test_errors": _errors(gen_test, d.test_y),
+        "active_per_case": float(active.sum(1).float().mean()),
+        "ms_per_case": {"generalist": 1000 * gen_seconds / n, "combination": 1000 * comb_seconds / n},
+        "table4": rows,
+        "command": recipe.command,
+    }
+    summary.update(machine=machine(str(recipe.device)), finished_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
+    recipe.log(
+        f"generalist {summary['generalist_test_errors']} -> with specialists {summary['test_errors']} test errors; "
+        f"{summary['ms_per_case']['combination']:.2f} ms per case"
+    )
+    recipe.record(summary)
+    distil_combination(recipe, generalist, specialists)
+
+
+def distil_combination(recipe: Any, generalist: MLP, specialists: Sequence[Specialist]) -> None:
+    """Students distilled from the combination, and from the generalist alone, at each T."""
+    sc, d, cfg = recipe.cfg["specialists"], recipe.data, recipe.cfg
+    comb_train, _ = combined(generalist, specialists, d.train_x, sc)
+    gen_train = logits_of(generalist, d.train_x)
+    subsets = [s.subset for s in specialists]
+    for key in sc["students"]:
+        sizes = list(cfg[key]["sizes"])
+        w = sizes[1]
+        for t in sc["temperatures"]:
+            base = dict(cfg["student"])
+            base.update(sizes=sizes, temperature=float(t), hard_weight=0.0, soft_weight=cfg["distill"]["soft_weight"])
+            for name, spec, logits in (
+                (f"student{w}-soft-T{t:g}-gen", {**base, "teacher_alone": True}, gen_train),
+                (f"student{w}-soft-T{t:g}-spec", {**base, "teacher_specialists": subsets}, comb_train),
+            ):
+                model, rec = recipe.fit(name, spec, d.train_x, d.train_y, logits)
+                recipe.score(
+                    model, rec, "specialists", source="specialists" if name.endswith("-spec") else "generalist"
+                )
