@@ -23,7 +23,11 @@ from .recipe import Recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="main", help="config preset: smoke, main, short, sweep, transfer, full, online, specialists, paper")
+    p.add_argument(
+        "--preset",
+        default="main",
+        help="config preset: smoke, main, short, sweep, transfer, full, online, specialists, paper",
+    )
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="seed(s); one run per seed")
     p.add_argument("--config", default=None, help="recipe YAML (default: recipes/mnist/config.yaml)")
     p.add_argument(
