@@ -97,3 +97,41 @@ def test_combination_optimum():
 def test_active_specialists_follow_the_generalists_top_class():
     p_g = torch.log(torch.tensor([[0.6, 0.2, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]]))
     assert active_specialists(p_g, [[0, 1], [2, 3], [1, 3]]).tolist() == [[True, False, False], [False, True, True]]
+
+
+def test_rows_with_no_active_specialist_keep_the_generalists_distribution():
+    torch.manual_seed(2)
+    p_g = torch.log_softmax(torch.randn(6, 5), -1)
+    subsets = [[0, 1], [2, 3]]
+    sure = [torch.log(torch.tensor([[0.98, 0.01, 0.01]])).repeat(6, 1)] * 2
+    active = torch.tensor([[True, False], [False, False], [False, True], [False, False], [True, True], [False, False]])
+    q = combine_specialists(p_g, sure, subsets, active)
+    idle = ~active.any(1)
+    torch.testing.assert_close(q[idle], p_g[idle], atol=1e-5, rtol=0)
+    assert not torch.allclose(q[~idle], p_g[~idle], atol=1e-2)
+
+
+def test_a_specialist_reaches_classes_outside_its_subset_only_through_the_dustbin():
+    """The specialist term's gradient on an outside class is q_j (1 - p_dustbin / q_dustbin):
+    the same for any specialist output with the same dustbin mass, so it cannot tell the outside
+    classes apart, and zero on them when its dustbin agrees with q's."""
+    torch.manual_seed(3)
+    z = torch.randn(6, requires_grad=True)
+    subset = [1, 4]
+    outside = [0, 2, 3, 5]
+
+    def grad(p_m: torch.Tensor) -> torch.Tensor:
+        z.grad = None
+        log_q_m = collapse_to_specialist(torch.log_softmax(z, -1), subset)
+        (-(p_m * log_q_m).sum()).backward()
+        return z.grad.clone()
+
+    a = grad(torch.tensor([0.7, 0.1, 0.2]))
+    b = grad(torch.tensor([0.1, 0.7, 0.2]))  # another split of the subset, the same dustbin mass
+    torch.testing.assert_close(a[outside], b[outside])
+    assert not torch.allclose(a[subset], b[subset])
+    q = torch.softmax(z.detach(), -1)
+    q_dust = q[outside].sum()
+    torch.testing.assert_close(a[outside], q[outside] * (1 - 0.2 / q_dust))
+    agree = grad(torch.tensor([0.6, 0.4 - float(q_dust), float(q_dust)]))
+    torch.testing.assert_close(agree[outside], torch.zeros(4), atol=1e-6, rtol=0)

@@ -145,6 +145,66 @@ def experiment_rows(runs: list[dict[str, Any]], experiment: str) -> list[str]:
     return rows
 
 
+def _percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:+.1f}%"
+
+
+def specialist_rows(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown of the ``specialists`` experiment: the combination, the paper's Table 4, students.
+
+    Students are picked per size by validation errors over T; the share of the combination's
+    gain they keep is ``(generalist - student) / (generalist - combination)`` in test errors.
+    """
+    mine = [r for r in runs if r.get("experiment") == "specialists"]
+    combos = [r for r in mine if r["name"] == "generalist+specialists"]
+    if not combos:
+        return []
+    lines = []
+    for c in sorted(combos, key=lambda r: r["seed"]):
+        gen, comb, ms = c["generalist_test_errors"], c["test_errors"], c["ms_per_case"]
+        lines += [
+            f"Seed {c['seed']}: {c['formula']}.",
+            "",
+            "| model | test errors | time per test case (ms, batched) |",
+            "|---|---|---|",
+            f"| generalist alone | {gen} | {ms['generalist']:.3f} |",
+            f"| generalist + specialists | {comb} | {ms['combination']:.3f} |",
+            "",
+            f"The paper's Table 4 for this run ({c['active_per_case']:.2f} active specialists per case on average):",
+            "",
+            "| active specialists covering the true class | test cases | generalist correct | combined correct | "
+            "gain | relative accuracy change |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in c["table4"]:
+            lines.append(
+                f"| {row['covering']} | {row['cases']} | {row['generalist_correct']} | {row['combined_correct']} | "
+                f"{row['correct_gain']:+d} | {_percent(row['relative_accuracy_change'])} |"
+            )
+        students = [r for r in mine if r["seed"] == c["seed"] and r["name"].startswith("student")]
+        lines += [
+            "",
+            "| student | soft targets from | T | valid errors | test errors | share of the combination's gain kept |",
+            "|---|---|---|---|---|---|",
+        ]
+        picked = {}
+        for r in sorted(students, key=lambda r: (-r["sizes"][1], r.get("source", ""), r["temperature"])):
+            w = r["sizes"][1]
+            kept = f"{(gen - r['test_errors']) / (gen - comb):.0%}" if gen != comb else "– (no gain)"
+            lines.append(
+                f"| {'-'.join(map(str, r['sizes']))} | {r.get('source')} | {r['temperature']:g} | {r['val_errors']} | "
+                f"{r['test_errors']} | {kept} |"
+            )
+            key = (w, r.get("source"))
+            if key not in picked or r["val_errors"] < picked[key]["val_errors"]:
+                picked[key] = r
+        lines += ["", "Picked on validation (lowest valid errors over T):", ""]
+        for (w, source), r in sorted(picked.items(), key=lambda kv: (-kv[0][0], str(kv[0][1]))):
+            lines.append(f"- width {w}, from the {source}: T={r['temperature']:g}, {r['test_errors']} test errors")
+        lines.append("")
+    return lines
+
+
 def sweep_rows(runs: list[dict[str, Any]]) -> tuple[list[str], dict[int, dict[float, list[int]]], dict[int, list[int]]]:
     """Markdown rows of the temperature sweep, and the data for the plot."""
     soft: dict[int, dict[float, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -255,6 +315,9 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike) -> list
     online = experiment_rows(runs, "online")
     if online:
         lines += ["## Online distillation: teacher and student trained together", "", *online, ""]
+    spec = specialist_rows(runs)
+    if spec:
+        lines += ["## Specialists: generalist + specialists with a dustbin class, distilled into one net", "", *spec]
     lines += ["Machines: " + "; ".join(machines), ""]
     paths = [out / "tables.md"]
     paths[0].write_text("\n".join(lines), encoding="utf-8")

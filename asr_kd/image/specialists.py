@@ -145,7 +145,7 @@ def table4(
                 "generalist_correct": g,
                 "combined_correct": q,
                 "correct_gain": q - g,
-                "relative_accuracy_change": (q - g) / g if g else 0.0,
+                "relative_accuracy_change": (q - g) / g if g else None,
             }
         )
     return rows
