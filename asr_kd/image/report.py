@@ -187,7 +187,7 @@ def specialist_rows(runs: list[dict[str, Any]]) -> list[str]:
             "| student | soft targets from | T | valid errors | test errors | share of the combination's gain kept |",
             "|---|---|---|---|---|---|",
         ]
-        picked = {}
+        picked: dict[tuple[int, Any], dict[str, Any]] = {}
         for r in sorted(students, key=lambda r: (-r["sizes"][1], r.get("source", ""), r["temperature"])):
             w = r["sizes"][1]
             kept = f"{(gen - r['test_errors']) / (gen - comb):.0%}" if gen != comb else "– (no gain)"
