@@ -77,7 +77,7 @@ class Context:
     def cache_fingerprint(self, ensemble: str) -> dict:
         """The fingerprint of an ensemble's cache: the run's, its members' bundles, how they combine."""
         e = self.settings.ensemble
-        members = self.plan.ensembles[ensemble]
+        members = self.plan.systems[ensemble]
         out = {
             **self.fingerprint(),
             "members": {m: self.exp.info_digest(m) for m in members},
@@ -88,6 +88,8 @@ class Context:
             out["transfer_ids"] = digest(sorted(self.transfer_ids()))
         if e.weights is not None:
             out["weights"] = list(e.weights)
+        if ensemble not in self.plan.ensembles:  # the generalist + specialists: how they combine
+            out["specialists"] = self.settings.specialists.to_dict()
         return out
 
     def ensemble_cache(self, name: str):

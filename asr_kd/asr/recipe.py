@@ -47,7 +47,8 @@ from asr_kd.asr.report import write_report
 from asr_kd.asr.score import score_systems
 from asr_kd.asr.settings import AsrSettings, stable
 from asr_kd.asr.small_data import MODELS, score_small_data
-from asr_kd.asr.specs import online_fingerprint
+from asr_kd.asr.specialists import train_specialists
+from asr_kd.asr.specs import GENERALIST, SPECIALISTS, online_fingerprint
 from asr_kd.asr.students import train_student
 from asr_kd.asr.teachers import train_teacher
 from asr_kd.asr.transfer import prepare_transfer
@@ -134,13 +135,33 @@ class AsrRecipe:
                 ddp=True,
             )
         )
+        if p.specialists:
+            stages.append(
+                Stage(
+                    SPECIALISTS,
+                    lambda: train_specialists(ctx),
+                    stable(
+                        {
+                            "specialists": p.specialists[0].fingerprint,
+                            **({"transfer": cfg["transfer"]} if transfer else {}),
+                        }
+                    ),
+                    depends=["prepare", GENERALIST, *transfer],
+                    outputs=[
+                        exp.root / SPECIALISTS,
+                        exp.cache_dir(SPECIALISTS),
+                        *(exp.model_dir(m.name) for m in p.specialists),
+                    ],
+                )
+            )
         for spec in p.students:
+            teacher = [] if spec.ensemble is None else [SPECIALISTS if spec.ensemble == SPECIALISTS else "ensemble"]
             stages.append(
                 Stage(
                     spec.name,
                     partial(train_student, ctx, spec),
                     stable(spec.fingerprint),
-                    depends=["prepare"] if spec.ensemble is None else ["prepare", "ensemble"],
+                    depends=["prepare", *teacher],
                     outputs=[exp.model_dir(spec.name)],
                     parallel=True,
                     ddp=True,

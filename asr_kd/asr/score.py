@@ -28,6 +28,8 @@ from asr_kd.asr.context import Context
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.ensemble import describe_ensemble
 from asr_kd.asr.inference import Decoder, System, make_decoder, write_lm
+from asr_kd.asr.specialists import load_specialists
+from asr_kd.asr.specs import SPECIALISTS
 from asr_kd.io import read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,8 @@ def score_systems(ctx: Context) -> None:
 
 def _system(ctx: Context, members: Sequence[str], device: str | None = None) -> System:
     e = ctx.settings.ensemble
+    if list(members) == ctx.plan.systems.get(SPECIALISTS):
+        return load_specialists(ctx, device or ctx.device)
     return System([ctx.exp.load(m, device=device or ctx.device) for m in members], method=e.method, weights=e.weights)
 
 

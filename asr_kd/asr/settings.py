@@ -242,6 +242,20 @@ class OnlineSettings(Section):
 
 
 @dataclass(frozen=True)
+class SpecialistSettings(Section):
+    """Stage ``specialists`` (:mod:`asr_kd.asr.specialists`, where each setting is explained):
+    teacher-0 as generalist, specialists fine-tuned from it, ``student-kd-spec`` taught by both."""
+
+    enabled: bool = False
+    clusters: list = field(default_factory=lambda: [4])
+    top_n: int = 1
+    epochs: int = 3
+    lr: float = 0.0005
+    combine_steps: int = 200
+    combine_lr: float = 0.3
+
+
+@dataclass(frozen=True)
 class SmallDataSettings(Section):
     """The paper's Table 5, soft targets as a regulariser: with ``share`` > 0, two models of a
     teacher's size on that share of the transcribed training utterances (the same ones, drawn
@@ -293,6 +307,7 @@ class AsrSettings(Section):
     ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     students: StudentSettings = field(default_factory=StudentSettings)
     online: OnlineSettings = field(default_factory=OnlineSettings)
+    specialists: SpecialistSettings = field(default_factory=SpecialistSettings)
     small_data: SmallDataSettings = field(default_factory=SmallDataSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
 
@@ -333,6 +348,7 @@ class AsrSettings(Section):
             (0 <= self.small_data.share < 1, "small_data.share must be in [0, 1): 0 (off) or a share, e.g. 0.03"),
             (self.online.mutual_weight >= 0 and self.online.burn_in >= 0, "online: mutual_weight, burn_in >= 0"),
             (self.small_data.epochs >= 1, "small_data.epochs must be at least 1"),
+            (min(self.specialists.clusters, default=0) >= 2, "specialists.clusters: K-means sizes, each >= 2"),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
             (

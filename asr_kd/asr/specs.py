@@ -105,16 +105,25 @@ class Plan:
     ensembles: dict[str, list[str]]
     students: list[ModelSpec]
     online: list[ModelSpec] = field(default_factory=list)  #: stage online's peers, then its student
+    specialists: list[ModelSpec] = field(default_factory=list)  #: stage specialists' models
+
+    @property
+    def systems(self) -> dict[str, list[str]]:
+        """Every cached teacher: the ensembles and, with specialists, the generalist + specialists."""
+        if not self.specialists:
+            return dict(self.ensembles)
+        return {**self.ensembles, SPECIALISTS: [GENERALIST, *(m.name for m in self.specialists)]}
 
     @property
     def main_ensemble(self) -> str:
         return "ensemble" if "ensemble" in self.ensembles else "ensemble-guided"
 
     def spec(self, name: str) -> ModelSpec:
-        for s in [*self.teachers, *self.students, *self.online]:
+        every = [*self.teachers, *self.students, *self.online, *self.specialists]
+        for s in every:
             if s.name == name:
                 return s
-        names = [s.name for s in self.teachers + self.students + self.online]
+        names = [s.name for s in every]
         raise KeyError(f"no model {name!r} in this config; models: {names}")
 
     def rows(self) -> list[tuple[str, list[str]]]:
@@ -122,7 +131,7 @@ class Plan:
         rows: list[tuple[str, list[str]]] = []
         for members in self.ensembles.values():
             rows += [(m, [m]) for m in members if (m, [m]) not in rows]
-        rows += [(name, members) for name, members in self.ensembles.items()]
+        rows += [(name, members) for name, members in self.systems.items()]
         rows += [(s.name, [s.name]) for s in self.students]
         if self.online:  # the online peers, their ensemble and the online student
             peers, student = [s.name for s in self.online[:-1]], self.online[-1].name
@@ -238,10 +247,31 @@ def plan(s: AsrSettings) -> Plan:
     if s.small_data.share > 0:
         students += _small_data(s, main)
     online = _online(s, students) if s.online.enabled else []
-    return Plan(teachers, ensembles, students, online)
+    specialists = _specialists(s) if s.specialists.enabled else []
+    if specialists:  # student-kd's twin, taught by the generalist + specialists
+        kd_spec = _student(s, "student-kd-spec", "kd", SPECIALISTS, scale, kd)
+        fp = {**kd_spec.fingerprint, "specialists": s.specialists.to_dict()}
+        twin = "student-scratch" if "student-scratch" in names else None
+        students.append(replace(kd_spec, twin=twin, fingerprint=fp))
+    return Plan(teachers, ensembles, students, online, specialists)
 
 
 ONLINE_ENSEMBLE = "online-ensemble"  #: the online peers combined (a scored row, never cached)
+SPECIALISTS = "specialists"  #: the generalist + specialists combined (a scored row, a cache)
+GENERALIST = "teacher-0"  #: the specialists' generalist
+
+
+def _specialists(s: AsrSettings) -> list[ModelSpec]:
+    """``specialist-0`` .. ``specialist-{M-1}``, M the sum of ``specialists.clusters``: teacher-0's
+    model, fine-tuned ``specialists.epochs`` at ``specialists.lr`` (seeds teacher-0's + 1 ..)."""
+    sp = s.specialists
+    train = replace(s.train, epochs=int(sp.epochs), lr=float(sp.lr))
+    base = _teacher(s, 0, False)
+    fp = {**base.fingerprint, "specialists": sp.to_dict()}
+    return [
+        replace(base, name=f"specialist-{i}", role="specialist", seed=base.seed + 1 + i, train=train, fingerprint=fp)
+        for i in range(sum(int(k) for k in sp.clusters))
+    ]
 
 
 def _online(s: AsrSettings, students: list[ModelSpec]) -> list[ModelSpec]:

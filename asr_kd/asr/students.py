@@ -66,7 +66,7 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
         from asr_kd.asr.hints import Hints
         from asr_kd.models.bundle import load_bundle
 
-        member = ctx.plan.ensembles[ensemble][kd.hint_teacher]
+        member = ctx.plan.systems[ensemble][kd.hint_teacher]
         teacher = load_bundle(ctx.exp.model_dir(member)).model
         hints = Hints(teacher, kd.hint_layer, float(kd.hint_weight), kd.hint_loss)
         log.info(f"  {spec.name}: hint term {kd.hint_weight} x {kd.hint_loss} at {kd.hint_layer!r} of {member}")

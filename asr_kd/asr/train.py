@@ -79,6 +79,7 @@ def train_ctc(
     device: str = "cpu",
     progress: bool = True,
     select: str = "best",
+    init_state: Mapping[str, torch.Tensor] | None = None,
     **hparams: Any,
 ) -> Path:
     """Train one CTC model in ``out_dir`` (resumably) and return the path of its ``model.pt``.
@@ -88,6 +89,7 @@ def train_ctc(
         train_lengths: frames per training item, in dataset order (for length buckets).
         info: stored in the bundle (fingerprint, name, tokenizer, ...).
         select: the epoch kept: ``best`` validation WER, or ``last`` (no early stopping).
+        init_state: starting weights (default: random); a resumed run takes its checkpoint's.
         hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...), and
             ``hints`` (:class:`~asr_kd.asr.hints.Hints`: intermediate-layer distillation).
     """
@@ -105,6 +107,8 @@ def train_ctc(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = CTCAcousticModel(model_cfg)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     norm = FeatureNorm(cmvn, augment)
     counter = EpochCounter(cfg.epochs)
     modules: dict[str, torch.nn.Module] = {"model": model, "frontend": norm}
@@ -193,27 +197,32 @@ def train_spec(
     spec: ModelSpec,
     texts: Mapping[str, str] | None = None,
     unlabelled: Sequence[str] = (),
+    token_map: Callable[[list[int]], list[int]] | None = None,
+    num_classes: int | None = None,
     **hparams: Any,
 ) -> Path:
     """Train ``spec`` on the run's training features (transcripts ``texts``, default the
     training set's; ``unlabelled`` utterances without one), selecting the epoch on the
     validation set; returns its bundle's path. A student with ``spec.transfer`` also reads
-    the transfer set's features."""
+    the transfer set's features. ``token_map`` and ``num_classes``: a model of other classes
+    than the tokenizer's (a specialist), its targets mapped from the tokenizer's IDs (its
+    validation error rate is then over those classes)."""
     exp = ctx.exp
     tok = exp.tokenizer()
-    train_tokens = encode_transcripts(texts if texts is not None else exp.texts("train"), tok.encode)
+    encode = tok.encode if token_map is None else (lambda text: token_map(tok.encode(text)))
+    train_tokens = encode_transcripts(texts if texts is not None else exp.texts("train"), encode)
     if spec.subset < 1:  # a small share of the transcribed utterances (small_data: the paper's Table 5)
         train_tokens = {u: train_tokens[u] for u in draw_subset(list(train_tokens), spec.subset, spec.subset_seed)}
         log.info(f"  {spec.name}: {len(train_tokens)} training utterances ({100 * spec.subset:g}% drawn)")
     train_tokens.update({u: [] for u in unlabelled})  # no transcript: no CTC term (asr_kd.asr.brain)
-    valid_tokens = encode_transcripts(exp.texts("valid"), tok.encode, "validation transcript", skip=log.warning)
+    valid_tokens = encode_transcripts(exp.texts("valid"), encode, "validation transcript", skip=log.warning)
     feats, vfeats = exp.feats("train"), exp.feats("valid")
     if spec.transfer:
         feats = merge_features(feats, exp.feats("transfer"))
     augment = ctx.settings.specaugment
     return train_ctc(
         exp.model_dir(spec.name),
-        ctx.architecture(spec),
+        ctx.architecture(spec) if num_classes is None else spec.architecture(num_classes, ctx.settings.features.n_mels),
         make_dataset(feats, train_tokens),
         [len(feats[i]) for i in train_tokens],
         make_dataset(vfeats, valid_tokens),
@@ -221,7 +230,9 @@ def train_spec(
         spec.train,
         spec.seed,
         info={"name": spec.name, "fingerprint": ctx.fingerprint()},
-        detokenize=lambda ids: tok.decode([int(i) for i in ids]),
+        detokenize=(lambda ids: tok.decode([int(i) for i in ids]))
+        if token_map is None
+        else (lambda ids: " ".join(str(int(i)) for i in ids)),
         tokenizer_dir=exp.tokenizer_dir,
         augment=SpecAugmentConfig(**augment.to_dict()) if augment is not None else None,
         device=ctx.device,
