@@ -33,7 +33,7 @@ def test_a_specialist_starts_as_the_generalist_on_its_subset():
     outside = [c for c in range(10) if c not in subset]
     # the dustbin is the log-sum-exp of the outside logits where those are equal: mean + log(7)
     torch.testing.assert_close(s[:, 3], g[:, outside].mean(1) + math.log(7), atol=1e-5, rtol=1e-5)
-    with pytest.raises(RecipeError, match="covers every class"):
+    with pytest.raises(RecipeError, match="keeps every class"):
         specialist_init(generalist, list(range(10)))
 
 

@@ -30,7 +30,6 @@ Example
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from functools import partial
 
@@ -42,7 +41,7 @@ from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.inference import System
 from asr_kd.asr.specs import GENERALIST, SPECIALISTS
 from asr_kd.distill import CacheWriter
-from asr_kd.distill.specialists import active_specialists, cluster_classes, combine_specialists
+from asr_kd.distill.specialists import active_specialists, cluster_classes, combine_specialists, specialist_state
 from asr_kd.errors import UserError
 from asr_kd.io import read_json, write_json
 from asr_kd.models.bundle import LoadedModel
@@ -73,16 +72,10 @@ def specialist_init(state: Mapping[str, Tensor], subset: Sequence[int], output: 
     >>> s["output.weight"].shape, round(float(s["output.bias"][-1]), 3)
     (torch.Size([4, 5]), 0.693)
     """
-    out = {k: v.detach().clone() for k, v in state.items()}
-    w, b = out[f"{output}.weight"], out[f"{output}.bias"]
-    keep = torch.as_tensor([0, *subset], dtype=torch.long)
-    rest = torch.ones(len(b), dtype=torch.bool)
-    rest[keep] = False
-    if not rest.any():
-        raise UserError(f"specialist subset {list(subset)} holds every piece: it would have no dustbin")
-    out[f"{output}.weight"] = torch.cat([w[keep], w[rest].mean(0, keepdim=True)])
-    out[f"{output}.bias"] = torch.cat([b[keep], (b[rest].mean() + math.log(int(rest.sum()))).view(1)])
-    return out
+    try:
+        return specialist_state(state, output, [0, *subset])
+    except ValueError as err:
+        raise UserError(f"specialist subset {list(subset)}: {err}") from None
 
 
 def piece_subsets(generalist: System, feats: Mapping[str, Tensor], clusters: Sequence[int], device: str = "cpu"):

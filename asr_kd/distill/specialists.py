@@ -36,7 +36,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -109,6 +109,30 @@ def collapse_to_specialist(log_probs: Tensor, subset: Sequence[int]) -> Tensor:
     else:
         dustbin = torch.full_like(inside[..., :1], float("-inf"))
     return torch.cat([inside, dustbin], dim=-1)
+
+
+def specialist_state(state: Mapping[str, Tensor], output: str, keep: Sequence[int]) -> dict[str, Tensor]:
+    """A specialist's starting weights: a copy of the generalist's ``state`` whose output layer
+    (``output.weight``, ``output.bias``) keeps the units of ``keep`` and gains a dustbin unit.
+
+    The dustbin gets the other units' mean weights, and their mean bias plus the log of their
+    number: the log-sum-exp of equal logits, so at the start it holds about the mass the
+    generalist gives the classes outside ``keep``.
+
+    >>> s = specialist_state({"out.weight": torch.eye(5), "out.bias": torch.zeros(5)}, "out", [1, 3])
+    >>> s["out.weight"].shape, round(float(s["out.bias"][-1]), 3)
+    (torch.Size([3, 5]), 1.099)
+    """
+    out = {k: v.detach().clone() for k, v in state.items()}
+    w, b = out[f"{output}.weight"], out[f"{output}.bias"]
+    idx = torch.as_tensor(list(keep), dtype=torch.long)
+    rest = torch.ones(len(b), dtype=torch.bool)
+    rest[idx] = False
+    if not rest.any():
+        raise ValueError(f"a specialist keeping units {list(keep)} keeps every class: it would have no dustbin")
+    out[f"{output}.weight"] = torch.cat([w[idx], w[rest].mean(0, keepdim=True)])
+    out[f"{output}.bias"] = torch.cat([b[idx], (b[rest].mean() + math.log(int(rest.sum()))).view(1)])
+    return out
 
 
 def specialist_batch_indices(

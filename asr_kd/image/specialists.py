@@ -31,7 +31,6 @@ Example
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from ..distill.specialists import (
     raise_dustbin,
     specialist_batch_indices,
     specialist_labels,
+    specialist_state,
 )
 from ..models.mlp import MLP
 from .config import RecipeError, machine
@@ -61,17 +61,11 @@ def specialist_init(generalist: MLP, subset: Sequence[int]) -> dict[str, Tensor]
     the log of their number: the log-sum-exp of equal logits, so at the start the dustbin holds
     about the mass the generalist gives the classes outside the subset.
     """
-    state = {k: v.detach().clone() for k, v in generalist.state_dict().items()}
     last = f"layers.{len(generalist.layers) - 1}"
-    w, b = state[f"{last}.weight"], state[f"{last}.bias"]
-    inside = torch.as_tensor(list(subset), dtype=torch.long)
-    outside = torch.ones(len(b), dtype=torch.bool)
-    outside[inside] = False
-    if not outside.any():
-        raise RecipeError(f"specialist subset {list(subset)} covers every class: it would have no dustbin")
-    state[f"{last}.weight"] = torch.cat([w[inside], w[outside].mean(0, keepdim=True)])
-    state[f"{last}.bias"] = torch.cat([b[inside], (b[outside].mean() + math.log(int(outside.sum()))).view(1)])
-    return state
+    try:
+        return specialist_state(generalist.state_dict(), last, subset)
+    except ValueError as err:
+        raise RecipeError(f"specialist subset {list(subset)}: {err}") from None
 
 
 def class_subsets(probs: Tensor, clusters: Sequence[int], seed: int = 0) -> list[list[int]]:
