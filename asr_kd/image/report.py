@@ -190,7 +190,7 @@ def specialist_rows(runs: list[dict[str, Any]]) -> list[str]:
         picked: dict[tuple[int, Any], dict[str, Any]] = {}
         for r in sorted(students, key=lambda r: (-r["sizes"][1], r.get("source", ""), r["temperature"])):
             w = r["sizes"][1]
-            kept = f"{(gen - r['test_errors']) / (gen - comb):.0%}" if gen != comb else "– (no gain)"
+            kept = f"{(gen - r['test_errors']) / (gen - comb):.0%}" if gen > comb else "– (no gain to keep)"
             lines.append(
                 f"| {'-'.join(map(str, r['sizes']))} | {r.get('source')} | {r['temperature']:g} | {r['val_errors']} | "
                 f"{r['test_errors']} | {kept} |"
