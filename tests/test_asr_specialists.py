@@ -8,7 +8,8 @@ import torch
 
 from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
 from asr_kd.asr.settings import AsrSettings
-from asr_kd.asr.specialists import SpecialistSystem, specialist_init, specialist_targets
+from asr_kd.asr.inference import SpecialistSystem
+from asr_kd.asr.specialists import specialist_init, specialist_targets
 from asr_kd.asr.specs import SPECIALISTS, plan
 from asr_kd.cli import main
 from asr_kd.config import ConfigError
@@ -123,3 +124,10 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
     assert {SPECIALISTS, "student-kd-spec"} <= set(scores)
     assert scores[SPECIALISTS]["members"] == recipe.ctx.plan.systems[SPECIALISTS]
     assert [st for name, st in recipe.status() if name in (SPECIALISTS, "student-kd-spec")] == ["done", "done"]
+    # the combination decodes from its folder like an ensemble, with the score stage's WER
+    out = tmp_path / "eval-specialists"
+    assert (
+        main(["evaluate", str(tmp_path / SPECIALISTS), str(tmp_path / "corpus" / "test.csv"), "--out", str(out)]) == 0
+    )
+    evaluated = json.loads((out / "scores.json").read_text())
+    assert evaluated["wer"] == pytest.approx(scores[SPECIALISTS]["wer"], abs=0.02)

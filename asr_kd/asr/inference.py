@@ -37,6 +37,7 @@ from asr_kd.asr.data import padded_batches
 from asr_kd.asr.decode import BeamDecoder, greedy_decode
 from asr_kd.asr.settings import BeamSettings
 from asr_kd.distill import combine
+from asr_kd.distill.specialists import active_specialists, combine_specialists
 from asr_kd.errors import UserError
 from asr_kd.io import read_json, write_json
 from asr_kd.models.bundle import LoadedModel
@@ -126,6 +127,49 @@ class System:
         return FeatureConfig(**{k: v for k, v in stored.items() if k != "features"})
 
 
+class SpecialistSystem(System):
+    """The generalist and its specialists as one system: per frame, the KL-minimising combination.
+
+    ``members`` are the generalist, then the specialists (``|subset| + 2`` outputs each).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[LoadedModel | ExportedModel],
+        subsets: Sequence[Sequence[int]],
+        top_n: int,
+        steps: int,
+        lr: float,
+    ) -> None:
+        super().__init__(list(members))
+        self.subsets = [list(s) for s in subsets]
+        self.top_n, self.steps, self.lr = int(top_n), int(steps), float(lr)
+
+    @torch.no_grad()
+    def log_probs(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        lp_g, n = self._nets[0](feats, frames)
+        outs = [net(feats, frames)[0] for net in self._nets[1:]]
+        valid = torch.arange(lp_g.shape[1], device=n.device)[None, :] < n[:, None]
+        flat_g = lp_g[valid]
+        active = active_specialists(flat_g, self.subsets, self.top_n)
+        rows = active.any(1)
+        if rows.any():
+            with torch.enable_grad():
+                q = combine_specialists(
+                    flat_g[rows],
+                    [o[valid][rows] for o in outs],
+                    [[0, *s] for s in self.subsets],  # a specialist's classes: blank, its subset
+                    active[rows],
+                    self.steps,
+                    self.lr,
+                )
+            flat_g = flat_g.clone()
+            flat_g[rows] = q.to(flat_g.dtype)
+        out = lp_g.clone()
+        out[valid] = flat_g
+        return out, n
+
+
 def write_ensemble(
     folder: str | os.PathLike, members: Sequence[str | os.PathLike], method: str, weights: Sequence[float] | None
 ) -> None:
@@ -141,13 +185,19 @@ def write_ensemble(
 def load_system(
     spec: str | os.PathLike, device: str = "cpu", method: str | None = None, weights: Sequence[float] | None = None
 ) -> System:
-    """A bundle, comma-separated bundles (an ensemble), or an ensemble folder (``ensemble.json``);
+    """A bundle, comma-separated bundles (an ensemble), an ensemble folder (``ensemble.json``) or
+    a specialists folder (``specialists.json``: a generalist and its specialists, combined);
     a bundle may also be an exported model (``.onnx``, ``.ts``: :mod:`asr_kd.models.export`).
 
     ``method`` / ``weights`` combine comma-separated bundles (default arithmetic, equal); an
     ensemble folder brings its own, which they may override.
     """
     spec = str(spec)
+    special = Path(spec) / "specialists.json"  # a generalist + specialists (asr_kd.asr.specialists)
+    if "," not in spec and special.exists():
+        d = read_json(special)
+        members = [load_model(str((Path(spec) / m).resolve()), device=device) for m in d["members"]]
+        return SpecialistSystem(members, d["subsets"], d["top_n"], d["steps"], d["lr"])
     described = Path(spec) / "ensemble.json"
     if "," not in spec and described.exists():
         d = read_json(described)

@@ -30,6 +30,7 @@ Example
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from functools import partial
 
@@ -38,13 +39,12 @@ from torch import Tensor
 
 from asr_kd.asr.data import merge_features
 from asr_kd.asr.decode import greedy_decode
-from asr_kd.asr.inference import System
+from asr_kd.asr.inference import SpecialistSystem, System, load_system
 from asr_kd.asr.specs import GENERALIST, SPECIALISTS
 from asr_kd.distill import CacheWriter
-from asr_kd.distill.specialists import active_specialists, cluster_classes, combine_specialists, specialist_state
+from asr_kd.distill.specialists import cluster_classes, specialist_state
 from asr_kd.errors import UserError
 from asr_kd.io import read_json, write_json
-from asr_kd.models.bundle import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -98,52 +98,14 @@ def piece_subsets(generalist: System, feats: Mapping[str, Tensor], clusters: Seq
     return subsets
 
 
-class SpecialistSystem(System):
-    """The generalist and its specialists as one system: per frame, the KL-minimising combination.
-
-    ``members`` are the generalist, then the specialists (``|subset| + 2`` outputs each).
-    """
-
-    def __init__(
-        self, members: Sequence[LoadedModel], subsets: Sequence[Sequence[int]], top_n: int, steps: int, lr: float
-    ) -> None:
-        super().__init__(list(members))
-        self.subsets = [list(s) for s in subsets]
-        self.top_n, self.steps, self.lr = int(top_n), int(steps), float(lr)
-
-    @torch.no_grad()
-    def log_probs(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
-        lp_g, n = self._nets[0](feats, frames)
-        outs = [net(feats, frames)[0] for net in self._nets[1:]]
-        valid = torch.arange(lp_g.shape[1], device=n.device)[None, :] < n[:, None]
-        flat_g = lp_g[valid]
-        active = active_specialists(flat_g, self.subsets, self.top_n)
-        rows = active.any(1)
-        if rows.any():
-            with torch.enable_grad():
-                q = combine_specialists(
-                    flat_g[rows],
-                    [o[valid][rows] for o in outs],
-                    [[0, *s] for s in self.subsets],  # a specialist's classes: blank, its subset
-                    active[rows],
-                    self.steps,
-                    self.lr,
-                )
-            flat_g = flat_g.clone()
-            flat_g[rows] = q.to(flat_g.dtype)
-        out = lp_g.clone()
-        out[valid] = flat_g
-        return out, n
-
-
 def load_specialists(ctx, device: str = "cpu") -> SpecialistSystem:
     """The run's generalist + specialists (after stage ``specialists``), on ``device``."""
-    exp, sp = ctx.exp, ctx.settings.specialists
-    path = exp.root / SPECIALISTS / "subsets.json"
+    path = ctx.exp.root / SPECIALISTS / "specialists.json"
     if not path.exists():
         raise UserError(f"{path}: missing; run stage specialists first")
-    members = [exp.load(m, device=device) for m in ctx.plan.systems[SPECIALISTS]]
-    return SpecialistSystem(members, read_json(path)["subsets"], sp.top_n, sp.combine_steps, sp.combine_lr)
+    system = load_system(path.parent, device=device)
+    assert isinstance(system, SpecialistSystem)
+    return system
 
 
 def train_specialists(ctx) -> None:
@@ -172,7 +134,17 @@ def train_specialists(ctx) -> None:
             token_map=partial(specialist_targets, subset=subset),
             init_state=specialist_init(state, subset),
         )
+    describe_specialists(ctx, subsets)
     cache_combination(ctx)
+
+
+def describe_specialists(ctx, subsets: Sequence[Sequence[int]]) -> None:
+    """``specialists/specialists.json``: members (bundles relative to the folder), subsets and
+    how they combine, so ``asr-kd evaluate EXP/specialists`` decodes the combination too."""
+    sp, folder = ctx.settings.specialists, ctx.exp.root / SPECIALISTS
+    members = [os.path.relpath(ctx.exp.bundle(m), folder) for m in ctx.plan.systems[SPECIALISTS]]
+    combine = {"top_n": sp.top_n, "steps": sp.combine_steps, "lr": sp.combine_lr}
+    write_json(folder / "specialists.json", {"members": members, "subsets": [list(s) for s in subsets], **combine})
 
 
 def cache_combination(ctx) -> None:
