@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from asr_kd.asr.inference import SpecialistSystem
 from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
 from asr_kd.asr.settings import AsrSettings
-from asr_kd.asr.inference import SpecialistSystem
 from asr_kd.asr.specialists import specialist_init, specialist_targets
 from asr_kd.asr.specs import SPECIALISTS, plan
 from asr_kd.cli import main
