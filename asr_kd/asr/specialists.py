@@ -38,7 +38,6 @@ import torch
 from torch import Tensor
 
 from asr_kd.asr.data import merge_features
-from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.inference import SpecialistSystem, System, load_system
 from asr_kd.asr.specs import GENERALIST, SPECIALISTS
 from asr_kd.distill import CacheWriter
@@ -148,10 +147,9 @@ def describe_specialists(ctx, subsets: Sequence[Sequence[int]]) -> None:
 
 
 def cache_combination(ctx) -> None:
-    """The combination's top-k posteriors and greedy transcripts of the training (and transfer)
-    set, like an ensemble's (:func:`asr_kd.asr.ensemble.cache_ensembles`); resumable."""
+    """The combination's top-k posteriors of the training (and transfer) set, cached by ID like
+    an ensemble's (:func:`asr_kd.asr.ensemble.cache_ensembles`); a killed run resumes."""
     exp, e = ctx.exp, ctx.settings.ensemble
-    tok = exp.tokenizer()
     feats = exp.feats("train")
     if ctx.settings.transfer.active:
         feats = merge_features(feats, exp.feats("transfer"))
@@ -162,13 +160,9 @@ def cache_combination(ctx) -> None:
         k=int(e.top_k),
         fingerprint=ctx.cache_fingerprint(SPECIALISTS),
     )
-    hyps_file = exp.train_hyps_file(SPECIALISTS)
-    hyps = read_json(hyps_file) if hyps_file.exists() else {}
     todo = [u for u in feats if u not in writer]
     log.info(f"  {SPECIALISTS}: caching the combination's top-{e.top_k} posteriors of {len(todo)} utterances")
     with writer:
         for ids, lp, n in system.batches(feats, todo, device=ctx.device):
-            for b, (utt, h) in enumerate(zip(ids, greedy_decode(lp, n), strict=False)):
-                hyps[utt] = tok.decode(h)
+            for b, utt in enumerate(ids):
                 writer.add(utt, lp[b, : int(n[b])].float().cpu())
-    write_json(hyps_file, hyps)
