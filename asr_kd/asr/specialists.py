@@ -36,6 +36,7 @@ from functools import partial
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from asr_kd.asr.data import merge_features
 from asr_kd.asr.inference import SpecialistSystem, System, load_system
@@ -163,6 +164,8 @@ def cache_combination(ctx) -> None:
     todo = [u for u in feats if u not in writer]
     log.info(f"  {SPECIALISTS}: caching the combination's top-{e.top_k} posteriors of {len(todo)} utterances")
     with writer:
-        for ids, lp, n in system.batches(feats, todo, device=ctx.device):
+        batches = system.batches(feats, todo, device=ctx.device)
+        total = -(-len(todo) // 32)  # batches of 32 (System.batches)
+        for ids, lp, n in tqdm(batches, total=total, desc="specialists", disable=not ctx.settings.progress):
             for b, utt in enumerate(ids):
                 writer.add(utt, lp[b, : int(n[b])].float().cpu())
