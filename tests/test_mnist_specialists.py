@@ -97,3 +97,4 @@ def test_smoke_specialists_train_combine_distil_and_resume(tmp_path):
     assert records2["generalist+specialists"]["test_errors"] == combo["test_errors"]
     tables = (write_report(tmp_path / "results.json", tmp_path / "report")[0]).read_text()
     assert "active specialists covering the true class" in tables and "share of the combination's gain" in tables
+    assert "Each specialist at its own task" in tables and len(combo["own_space"]) == len(subsets)

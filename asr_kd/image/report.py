@@ -181,6 +181,22 @@ def specialist_rows(runs: list[dict[str, Any]]) -> list[str]:
                 f"| {row['covering']} | {row['cases']} | {row['generalist_correct']} | {row['combined_correct']} | "
                 f"{row['correct_gain']:+d} | {_percent(row['relative_accuracy_change'])} |"
             )
+        if c.get("own_space"):
+            lines += [
+                "",
+                "Each specialist at its own task (test errors over its subset + dustbin; the generalist's "
+                "distribution collapsed to the same classes):",
+                "",
+                "| specialist's subset | test cases in it | generalist errors (in the subset) | "
+                "specialist errors (in the subset) |",
+                "|---|---|---|---|",
+            ]
+            for o in c["own_space"]:
+                lines.append(
+                    f"| {o['subset']} | {o['cases_in_subset']} | {o['generalist_errors']} "
+                    f"({o['generalist_errors_in_subset']}) | {o['specialist_errors']} "
+                    f"({o['specialist_errors_in_subset']}) |"
+                )
         students = [r for r in mine if r["seed"] == c["seed"] and r["name"].startswith("student")]
         lines += [
             "",

@@ -42,6 +42,7 @@ from torch import Tensor
 from ..distill.specialists import (
     active_specialists,
     cluster_classes,
+    collapse_to_specialist,
     combine_specialists,
     raise_dustbin,
     specialist_batch_indices,
@@ -174,6 +175,29 @@ def train_specialists(recipe: Any, generalist: MLP, subsets: Sequence[Sequence[i
     return out
 
 
+def own_space_errors(gen_log_probs: Tensor, specialists: Sequence[Specialist], x: Tensor, y: Tensor) -> list[dict]:
+    """Per specialist, test errors over its own classes (its subset and the dustbin): the
+    generalist's distribution collapsed to them against the specialist's. A combination can only
+    gain where a specialist beats the generalist at its own task."""
+    out = []
+    for s in specialists:
+        target = specialist_labels(y, s.subset, gen_log_probs.shape[1])
+        inside = target < len(s.subset)
+        gen = collapse_to_specialist(gen_log_probs, s.subset).argmax(-1) != target
+        own = s.log_probs(x).argmax(-1) != target
+        out.append(
+            {
+                "subset": s.subset,
+                "cases_in_subset": int(inside.sum()),
+                "generalist_errors": int(gen.sum()),
+                "specialist_errors": int(own.sum()),
+                "generalist_errors_in_subset": int(gen[inside].sum()),
+                "specialist_errors_in_subset": int(own[inside].sum()),
+            }
+        )
+    return out
+
+
 def _errors(log_probs: Tensor, y: Tensor) -> int:
     return int((log_probs.argmax(-1) != y).sum())
 
@@ -215,6 +239,7 @@ def run_specialists(recipe: Any) -> None:
         "active_per_case": float(active.sum(1).float().mean()),
         "ms_per_case": {"generalist": 1000 * gen_seconds / n, "combination": 1000 * comb_seconds / n},
         "table4": rows,
+        "own_space": own_space_errors(gen_test, specialists, d.test_x, d.test_y),
         "command": recipe.command,
     }
     summary.update(machine=machine(str(recipe.device)), finished_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
