@@ -34,7 +34,7 @@ class ModelSpec:
 
     Args:
         name: its stage and folder name.
-        role: ``teacher`` or ``student``.
+        role: ``teacher``, ``student``, ``peer`` (stage online) or ``specialist`` (stage specialists).
         variant: ``ctc`` (a teacher), ``scratch``, ``kd`` or ``sequence`` (students).
         guided: a teacher trained with teacher 0's spikes.
         ensemble: the ensemble a ``kd`` student learns from, or whose transcripts a
