@@ -124,6 +124,12 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
     assert {SPECIALISTS, "student-kd-spec"} <= set(scores)
     assert scores[SPECIALISTS]["members"] == recipe.ctx.plan.systems[SPECIALISTS]
     assert [st for name, st in recipe.status() if name in (SPECIALISTS, "student-kd-spec")] == ["done", "done"]
+    # the paper's Table 4 per frame: every labelled test frame in one row, blank frames apart
+    table = json.loads((tmp_path / "score" / "specialists.json").read_text())
+    assert table["frames"] > 0 and sum(r["cases"] for r in table["table4"]) == table["frames"]
+    assert table["table4"][0]["covering"] == "blank" and {r["covering"] for r in table["table4"][1:]} <= {0, 1}
+    assert table["wer"][SPECIALISTS] == scores[SPECIALISTS]["wer"]
+    assert "Table 4 per frame" in (tmp_path / "RESULTS.md").read_text()
     # the combination decodes from its folder like an ensemble, with the score stage's WER
     out = tmp_path / "eval-specialists"
     assert (

@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from asr_kd.distill.specialists import dustbin_shift, specialist_labels
+from asr_kd.distill.specialists import dustbin_shift, specialist_labels, table4
 from asr_kd.image.config import RecipeError, default_config_path, load_config
 from asr_kd.image.mnist import default_data_dir
 from asr_kd.image.recipe import Recipe
 from asr_kd.image.report import write_report
-from asr_kd.image.specialists import class_subsets, specialist_init, table4
+from asr_kd.image.specialists import class_subsets, specialist_init
 from asr_kd.models.mlp import MLP
 
 HAVE_MNIST = (default_data_dir() / "train-images-idx3-ubyte.gz").exists()
@@ -53,7 +53,7 @@ def test_table4_counts_covering_specialists_per_case():
     comb = torch.log_softmax(torch.eye(4)[[0, 1, 2, 0]] * 5, -1)  # and on case 0
     subsets = [[0, 1], [0, 1, 2], [2, 3]]
     active = torch.tensor([[True, True, False], [True, False, False], [False, True, True], [True, True, False]])
-    rows = {r["covering"]: r for r in table4(gen, comb, active, subsets, y)}
+    rows = {r["covering"]: r for r in table4(gen.argmax(-1), comb.argmax(-1), active, subsets, y)}
     assert {c: r["cases"] for c, r in rows.items()} == {0: 1, 1: 1, 2: 2}
     assert rows[2]["generalist_correct"] == 1 and rows[2]["combined_correct"] == 2
     assert rows[2]["correct_gain"] == 1 and rows[2]["relative_accuracy_change"] == 1.0

@@ -23,6 +23,7 @@ Example
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -131,19 +132,33 @@ def spike_overlap(a: Tensor, b: Tensor, mask: Tensor | None = None, blank: int =
     return float((spike_b[spike_a]).float().mean())
 
 
+def aligned_frames(
+    system: System,
+    feats: Mapping[str, Tensor],
+    tokens: Mapping[str, list[int]],
+    device: str = "cpu",
+    spikes: bool = False,
+) -> dict[str, Tensor]:
+    """``{id: (frames,) long}``: ``system``'s forced alignment of each utterance's ``tokens``, one
+    label per frame (:func:`forced_frames`), or only its spikes (:func:`forced_spikes`)."""
+    align = forced_spikes if spikes else forced_frames
+    out: dict[str, Tensor] = {}
+    for ids, lp, n in system.batches(feats, list(tokens), device=device):
+        targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(tokens[i]) for i in ids], batch_first=True)
+        lengths = torch.tensor([len(tokens[i]) for i in ids])
+        path = align(lp.cpu(), n.cpu(), targets, lengths)
+        for b, utt in enumerate(ids):
+            out[utt] = path[b, : int(n[b])].clone()
+    return out
+
+
 def compute_spikes(ctx) -> None:
     """Stage ``spikes``: teacher 0's forced spikes on every training utterance, in
     ``EXP/guidance/spikes.pt`` (``{id: (frames,) long}``; -100 where it emits nothing)."""
     exp = ctx.exp
     tokens = encode_transcripts(exp.texts("train"), exp.tokenizer().encode)
-    spikes: dict[str, Tensor] = {}
     system = System([exp.load("teacher-0", device=ctx.device)])
-    for ids, lp, n in system.batches(exp.feats("train"), device=ctx.device):
-        targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(tokens[i]) for i in ids], batch_first=True)
-        lengths = torch.tensor([len(tokens[i]) for i in ids])
-        s = forced_spikes(lp.cpu(), n.cpu(), targets, lengths)
-        for b, utt in enumerate(ids):
-            spikes[utt] = s[b, : int(n[b])].clone()
+    spikes = aligned_frames(system, exp.feats("train"), tokens, ctx.device, spikes=True)
     aligned = sum(int((s >= 0).any()) for s in spikes.values())
     log.info(f"  forced spikes for {aligned} of {len(spikes)} training utterances")
     write_atomic(exp.spikes_file, lambda tmp: torch.save(spikes, tmp))

@@ -147,6 +147,12 @@ class SpecialistSystem(System):
 
     @torch.no_grad()
     def log_probs(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        _, combined, _, n = self.parts(feats, frames)
+        return combined, n
+
+    @torch.no_grad()
+    def parts(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(generalist log-probs, combination log-probs, active (B, T, M) bool, frames)``."""
         lp_g, n = self._nets[0](feats, frames)
         outs = [net(feats, frames)[0] for net in self._nets[1:]]
         valid = torch.arange(lp_g.shape[1], device=n.device)[None, :] < n[:, None]
@@ -167,7 +173,9 @@ class SpecialistSystem(System):
             flat_g[rows] = q.to(flat_g.dtype)
         out = lp_g.clone()
         out[valid] = flat_g
-        return out, n
+        active_all = torch.zeros(*lp_g.shape[:2], len(self.subsets), dtype=torch.bool, device=active.device)
+        active_all[valid] = active
+        return lp_g, out, active_all, n
 
 
 def write_ensemble(

@@ -10,10 +10,13 @@ each stage's work is a function of its own module, taking the run's
 4. ``guided-1`` .. ``guided-{N-1}``: teachers that follow teacher 0's spikes.
    ``transfer`` (:mod:`asr_kd.asr.transfer`, when configured): the transfer set's features.
 5. ``ensemble`` (:mod:`asr_kd.asr.ensemble`): each ensemble's cached frame posteriors.
+   ``specialists`` (:mod:`asr_kd.asr.specialists`, with ``specialists.enabled``): the
+   generalist's specialists and their combination's cached posteriors.
 6. ``student-*`` (:mod:`asr_kd.asr.students`): scratch, distilled, sequence-level students.
    ``online`` (:mod:`asr_kd.asr.online`, with ``online.enabled``): peers and a student in one pass.
 7. ``score`` (:mod:`asr_kd.asr.score`): every model and ensemble on the test set.
    ``small-data`` (:mod:`asr_kd.asr.small_data`, with ``small_data.share`` > 0): the paper's Table 5.
+   ``specialists-table`` (with ``specialists.enabled``): the paper's Table 4, per frame.
 8. ``report`` (:mod:`asr_kd.asr.report`): ``RESULTS.md``, ``results.json`` and plots.
 
 Which models exist is decided once, from the settings (:func:`asr_kd.asr.specs.plan`).
@@ -47,7 +50,7 @@ from asr_kd.asr.report import write_report
 from asr_kd.asr.score import score_systems
 from asr_kd.asr.settings import AsrSettings, stable
 from asr_kd.asr.small_data import MODELS, score_small_data
-from asr_kd.asr.specialists import train_specialists
+from asr_kd.asr.specialists import score_specialists, train_specialists
 from asr_kd.asr.specs import GENERALIST, SPECIALISTS, online_fingerprint
 from asr_kd.asr.students import train_student
 from asr_kd.asr.teachers import train_teacher
@@ -199,7 +202,18 @@ class AsrRecipe:
                     outputs=[exp.score_dir / "small_data.json"],
                 )
             )
-        stages.append(Stage("report", lambda: write_report(ctx), {}, depends=["score", *small]))
+        table = ["specialists-table"] if p.specialists else []
+        if table:
+            stages.append(
+                Stage(
+                    "specialists-table",
+                    lambda: score_specialists(ctx),
+                    {"specialists": cfg["specialists"]},
+                    depends=["prepare", "ensemble", SPECIALISTS, "score"],
+                    outputs=[exp.score_dir / "specialists.json"],
+                )
+            )
+        stages.append(Stage("report", lambda: write_report(ctx), {}, depends=["score", *small, *table]))
         return stages
 
     def status(self) -> list[tuple[str, str]]:

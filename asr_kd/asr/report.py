@@ -251,6 +251,7 @@ def write_report(ctx: Context) -> dict:
     small = layout.score_dir / "small_data.json"  # stage small-data (the paper's Table 5)
     if ctx.settings.small_data.share > 0 and small.exists():
         plots.append("plots/small_data.png")
+    spec = layout.score_dir / "specialists.json"  # stage specialists-table (the paper's Table 4)
     cfg = ctx.settings.to_dict()
     result = {
         "preset": ctx.raw.get("preset"),
@@ -274,6 +275,7 @@ def write_report(ctx: Context) -> dict:
         "plots": plots,
         **({"small_data": read_json(small)} if "plots/small_data.png" in plots else {}),
         **({"online": _online(ctx, scores)} if ctx.plan.online else {}),
+        **({"specialists": read_json(spec)} if ctx.plan.specialists and spec.exists() else {}),
     }
     write_json(layout.results_file, result)
     write_text(layout.results_md, render_markdown(result))
@@ -380,6 +382,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         from asr_kd.asr.small_data import render_small_data
 
         lines += [*render_small_data(r["small_data"]), ""]
+    if r.get("specialists"):
+        from asr_kd.asr.specialists import render_specialists
+
+        lines += [*render_specialists(r["specialists"]), ""]
     for p in r["plots"]:
         lines.append(f"![{Path(p).stem}]({p})")
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from asr_kd.asr.context import Context
 from asr_kd.asr.data import draw_subset, encode_transcripts
-from asr_kd.asr.guidance import IGNORE, forced_frames
+from asr_kd.asr.guidance import IGNORE, aligned_frames
 from asr_kd.asr.inference import System
 from asr_kd.io import write_atomic, write_json
 
@@ -75,22 +75,19 @@ def _frame_scores(ctx: Context, systems: Mapping[str, System], split: str, ids: 
     exp = ctx.exp
     feats = {u: exp.feats(split)[u] for u in ids}
     tokens = encode_transcripts({u: exp.texts(split)[u] for u in ids}, exp.tokenizer().encode, skip=log.warning)
-    labels: dict[str, Tensor] = {}
+    labels = aligned_frames(systems[REFERENCE], feats, tokens, ctx.device)
     ref_argmax: dict[str, Tensor] = {}
-    for chunk, lp, n in systems[REFERENCE].batches(feats, list(tokens), device=ctx.device):
-        targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(tokens[u]) for u in chunk], batch_first=True)
-        path = forced_frames(lp.cpu(), n.cpu(), targets, torch.tensor([len(tokens[u]) for u in chunk]))
-        for b, u in enumerate(chunk):
-            labels[u], ref_argmax[u] = path[b, : int(n[b])], lp[b, : int(n[b])].argmax(-1).cpu()
     out = {}
-    for name, system in systems.items():
+    for name, system in systems.items():  # the reference first: its argmax is the others' yardstick
         hits = total = agree = frames = 0
         for chunk, lp, n in system.batches(feats, list(tokens), device=ctx.device):
             pad = torch.nn.utils.rnn.pad_sequence([labels[u] for u in chunk], batch_first=True, padding_value=IGNORE)
             h, t = frame_hits(lp[:, : pad.shape[1]], n, pad)
             hits, total = hits + h, total + t
             for b, u in enumerate(chunk):
-                agree += int((lp[b, : int(n[b])].argmax(-1).cpu() == ref_argmax[u]).sum())
+                argmax = lp[b, : int(n[b])].argmax(-1).cpu()
+                ref_argmax.setdefault(u, argmax)
+                agree += int((argmax == ref_argmax[u]).sum())
                 frames += int(n[b])
         out[name] = {"frame_accuracy": hits / max(1, total), "agreement": agree / max(1, frames), "frames": total}
     return out

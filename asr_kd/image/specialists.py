@@ -48,6 +48,7 @@ from ..distill.specialists import (
     specialist_batch_indices,
     specialist_labels,
     specialist_state,
+    table4,
 )
 from ..models.mlp import MLP
 from .config import RecipeError, machine
@@ -111,39 +112,6 @@ def combined(
         out.append(q)
         act.append(active)
     return torch.cat(out), torch.cat(act)
-
-
-def table4(
-    gen_log_probs: Tensor, comb_log_probs: Tensor, active: Tensor, subsets: Sequence[Sequence[int]], y: Tensor
-) -> list[dict[str, Any]]:
-    """The paper's Table 4: test cases grouped by how many active specialists cover the true class.
-
-    >>> lp = torch.log(torch.tensor([[0.6, 0.4], [0.4, 0.6]]))
-    >>> rows = table4(lp, lp.flip(-1), torch.tensor([[True], [False]]), [[0, 1]], torch.tensor([1, 1]))
-    >>> [(r["covering"], r["cases"], r["correct_gain"]) for r in rows]
-    [(0, 1, -1), (1, 1, 1)]
-    """
-    member = torch.zeros(len(subsets), gen_log_probs.shape[1], dtype=torch.bool, device=y.device)
-    for m, s in enumerate(subsets):
-        member[m, list(s)] = True
-    covering = (active & member[:, y].T).sum(1)
-    gen_ok = gen_log_probs.argmax(-1) == y
-    comb_ok = comb_log_probs.argmax(-1) == y
-    rows = []
-    for c in sorted(set(covering.tolist())):
-        sel = covering == c
-        g, q = int(gen_ok[sel].sum()), int(comb_ok[sel].sum())
-        rows.append(
-            {
-                "covering": int(c),
-                "cases": int(sel.sum()),
-                "generalist_correct": g,
-                "combined_correct": q,
-                "correct_gain": q - g,
-                "relative_accuracy_change": (q - g) / g if g else None,
-            }
-        )
-    return rows
 
 
 def train_specialists(recipe: Any, generalist: MLP, subsets: Sequence[Sequence[int]]) -> list[Specialist]:
@@ -218,7 +186,7 @@ def run_specialists(recipe: Any) -> None:
     comb_seconds = time.perf_counter() - began
     comb_val, _ = combined(generalist, specialists, d.val_x, sc)
     n = len(d.test_y)
-    rows = table4(gen_test, comb_test, active, subsets, d.test_y)
+    rows = table4(gen_test.argmax(-1), comb_test.argmax(-1), active, subsets, d.test_y)
     summary = {
         "seed": recipe.seed,
         "name": "generalist+specialists",
