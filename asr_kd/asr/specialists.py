@@ -14,7 +14,9 @@ With ``specialists.enabled``:
    (:func:`specialist_targets`). Utterances hold pieces of most subsets, so sampling is left
    natural and the dustbin needs no shift.
 3. The combination (:class:`SpecialistSystem`): per frame, the specialists whose subset holds
-   one of the generalist's ``top_n`` non-blank classes are active, and the distribution
+   one of the generalist's ``top_n`` classes are active (blank counts among them and is in no
+   subset: with ``top_n`` 1 a frame where the generalist emits blank keeps its distribution,
+   so the specialists can fix a piece it emits, not a piece it drops), and the distribution
    minimising ``KL(p_g, q) + sum_m KL(p_m, q_m)`` is found by ``combine_steps`` Adam steps
    (:func:`asr_kd.distill.specialists.combine_specialists`); frames with no active specialist
    keep the generalist's distribution. It is decoded and scored like an ensemble (row
