@@ -53,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _run(argv)
+    if "RANK" in os.environ and "LOCAL_RANK" in os.environ:  # a torchrun process (distributed.launched)
+        from . import distributed
+
+        distributed.leave(code)  # exits now: no interpreter teardown, which can abort a peer
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

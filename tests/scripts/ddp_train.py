@@ -78,6 +78,7 @@ def main(out: str, epochs: int = 3) -> None:
         progress=False,
     )
     distributed.finish()
+    distributed.leave(0)
 
 
 if __name__ == "__main__":
