@@ -228,22 +228,31 @@ def combine_specialists(
     # by 0.01-0.02 in log-probability); the lr decays to 0 (cosine) so the last steps settle
     p_g = torch.log_softmax(generalist_log_probs.detach().double(), -1)
     z = p_g.clone().requires_grad_(True)
-    targets = [torch.log_softmax(lp.detach().double(), -1) for lp in specialist_log_probs]
-    weights = active.double()
+    # KL(p || q) = sum p log p - sum p log q, and the first sum is a constant: each term's
+    # gradient is the cross-entropy's, with p computed once; a specialist's term is computed
+    # on the rows where it is active only (elsewhere it is 0)
+    num_classes = p_g.shape[-1]
+    terms: list[tuple[Tensor, Tensor, Tensor | None, Tensor]] = []
+    for m, (lp, subset) in enumerate(zip(specialist_log_probs, subsets, strict=True)):
+        rows = active[:, m].nonzero().squeeze(-1).to(z.device)
+        if len(rows):
+            inside = _check_subset(subset, num_classes).to(z.device)
+            outside = torch.ones(num_classes, dtype=torch.bool, device=z.device)
+            outside[inside] = False
+            p = torch.softmax(lp.detach().double()[rows], -1)
+            terms.append((rows, inside, outside if outside.any() else None, p if outside.any() else p[:, :-1]))
+    probs_g = p_g.exp()
     opt = torch.optim.Adam([z], lr=lr)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-
-    def kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-        p = log_p.exp()
-        return torch.where(p > 0, p * (log_p - log_q), p.new_zeros(())).sum(-1)
-
     for _ in range(steps):
         log_q = torch.log_softmax(z, -1)
-        loss = kl(p_g, log_q)
-        for m, subset in enumerate(subsets):
-            loss = loss + weights[:, m] * kl(targets[m], collapse_to_specialist(log_q, subset))
+        loss = -(probs_g * log_q).sum()
+        for sel, keep, rest, p_m in terms:  # q collapsed into each active specialist's classes
+            lq = log_q[sel]
+            parts = [lq[:, keep]] if rest is None else [lq[:, keep], lq[:, rest].logsumexp(-1, keepdim=True)]
+            loss = loss - (p_m * torch.cat(parts, -1)).sum()
         opt.zero_grad()
-        loss.sum().backward()
+        loss.backward()
         opt.step()
         decay.step()
     return torch.log_softmax(z.detach(), -1).float()
