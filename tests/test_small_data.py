@@ -28,6 +28,19 @@ def test_the_pair_is_teacher_0s_model_and_seed_on_one_shared_draw():
         AsrSettings.from_dict({"small_data": {"share": 1.0}})
 
 
+def test_small_data_kd_overrides_the_soft_models_loss_and_leaves_the_rest_alone():
+    base = {"teachers": {"count": 2, "guidance": "none"}, "small_data": {"share": 0.03}}
+    p0 = plan(AsrSettings.from_dict(base))
+    p1 = plan(AsrSettings.from_dict({**base, "small_data": {"share": 0.03, "kd": {"hard_weight": 0.0}}}))
+    assert p0.spec("small-soft").kd.hard_weight == 0.5 and p1.spec("small-soft").kd.hard_weight == 0.0
+    assert p1.spec("small-soft").kd.temperature == p0.spec("small-soft").kd.temperature  # the rest from students.kd
+    assert p1.spec("small-soft").fingerprint != p0.spec("small-soft").fingerprint
+    for name in ("small-hard", "student-kd", "teacher-0"):  # finished work stays finished
+        assert p1.spec(name).fingerprint == p0.spec(name).fingerprint and p1.spec(name).kd == p0.spec(name).kd
+    with pytest.raises(ConfigError, match="small_data.kd.hard_wieght"):
+        AsrSettings.from_dict({"small_data": {"kd": {"hard_wieght": 0.0}}})
+
+
 def test_the_draw_is_the_same_whatever_the_order_and_grows_with_the_share():
     ids = [f"utt{i:04d}" for i in range(1000)]
     a, b = draw_subset(ids, 0.03, 0), draw_subset(list(reversed(ids)), 0.03, 0)

@@ -50,6 +50,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "scale_by": "width",  # students: before, scale was a width factor
     "student_model": {},  # students: before, a student had the teacher's shape
     "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0},  # no hints
+    "small_data": {"kd": {}},  # small-soft: students.kd as it is
 }
 
 T = TypeVar("T", bound="Section")
@@ -257,15 +258,16 @@ class SpecialistSettings(Section):
 
 @dataclass(frozen=True)
 class SmallDataSettings(Section):
-    """The paper's Table 5, soft targets as a regulariser: with ``share`` > 0, two models of a
-    teacher's size on that share of the transcribed training utterances (the same ones, drawn
-    with ``seed``), trained ``epochs`` epochs: ``small-hard`` on the transcripts (CTC, best epoch
-    on validation) and ``small-soft`` on the ensemble's soft targets plus the hard term
-    (``students.kd``; its last epoch: no early stopping)."""
+    """The paper's Table 5, soft targets as a regulariser: with ``share`` > 0, two models of a teacher's size
+    on that share of the training utterances (drawn with ``seed``), ``epochs`` epochs: ``small-hard`` on the
+    transcripts (CTC, best epoch on validation) and ``small-soft`` on the ensemble's soft targets plus the
+    hard term (``students.kd`` with the overrides ``kd``, e.g. ``{hard_weight: 0}``; its last epoch)."""
 
+    OPEN = ("kd",)
     share: float = 0.0
     epochs: int = 100
     seed: int = 0
+    kd: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -329,10 +331,7 @@ class AsrSettings(Section):
             (self.corpus.kind in CORPUS_KINDS, f"corpus.kind must be one of {CORPUS_KINDS}"),
             (self.teachers.guidance in GUIDANCE, f"teachers.guidance must be one of {GUIDANCE}"),
             (self.teachers.count >= 1, "teachers.count must be at least 1"),
-            (
-                set(self.students.variants) <= set(STUDENT_VARIANTS),
-                f"students.variants: choose from {STUDENT_VARIANTS}",
-            ),
+            (set(self.students.variants) <= set(STUDENT_VARIANTS), f"students.variants: one of {STUDENT_VARIANTS}"),
             (self.students.scale_by in SCALE_BY, f"students.scale_by must be one of {SCALE_BY}"),
             (0 < self.students.scale <= 1, "students.scale must be in (0, 1]: a share of a teacher's size"),
             (self.transfer.utterances >= 0, "transfer.utterances must be 0 (none) or more"),
@@ -363,6 +362,7 @@ class AsrSettings(Section):
             raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
         TrainSettings.from_dict(self.students.train, where, "students.train.")
         ModelSettings.from_dict(self.students.model, where, "students.model.")
+        KDSettings.from_dict(self.small_data.kd, where, "small_data.kd.")
         student = dataclasses.replace(self.model, **self.students.model)
         for key, model in (("model", self.model), ("students.model", student)):
             if model.encoder not in ENCODERS:

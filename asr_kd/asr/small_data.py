@@ -107,6 +107,8 @@ def score_small_data(ctx: Context) -> None:
     splits = {"train": _frame_scores(ctx, systems, "train", train_ids)}
     splits["test"] = _frame_scores(ctx, systems, "test", list(exp.texts("test")))
     scores = exp.scores()
+    kd = plan.spec("small-soft").kd
+    soft = "soft + hard" if kd is None or kd.hard_weight else "soft"
     rows = []
     for name in systems:
         info = exp.info(name) if name in (REFERENCE, *MODELS) else {}
@@ -114,7 +116,7 @@ def score_small_data(ctx: Context) -> None:
             {
                 "system": name,
                 "data": f"{100 * ctx.settings.small_data.share:g}%" if name in MODELS else "100%",
-                "targets": "soft + hard" if name == "small-soft" else ("-" if name == plan.main_ensemble else "hard"),
+                "targets": soft if name == "small-soft" else ("-" if name == plan.main_ensemble else "hard"),
                 "epoch": f"{info.get('best_epoch')} ({info.get('selected', 'best')})" if info else "-",
                 "wer": scores.get(name, {}).get("wer"),
                 "beam_wer": scores.get(name, {}).get("beam_wer"),

@@ -309,11 +309,12 @@ def _small_data(s: AsrSettings, ensemble: str) -> list[ModelSpec]:
         "train": train.to_dict(),
         "specaugment": s.to_dict()["specaugment"],
         "seed": s.seed,
-        "small_data": sd.to_dict(),
+        "small_data": {k: v for k, v in sd.to_dict().items() if k != "kd"},  # kd: small-soft's alone
     }
     hard = ModelSpec(
         "small-hard", "student", s.seed, s.model, train, "scratch", subset=sd.share, subset_seed=sd.seed, fingerprint=fp
     )
-    soft_fp = {**fp, "kd": s.students.kd.to_dict(), "ensemble": ensemble}
-    soft = replace(hard, name="small-soft", variant="kd", ensemble=ensemble, kd=s.students.kd, select="last")
+    kd = KDSettings.from_dict(merge(s.students.kd.to_dict(), sd.kd))
+    soft_fp = {**fp, "kd": kd.to_dict(), "ensemble": ensemble}
+    soft = replace(hard, name="small-soft", variant="kd", ensemble=ensemble, kd=kd, select="last")
     return [hard, replace(soft, fingerprint=soft_fp)]
