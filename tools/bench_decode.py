@@ -9,7 +9,9 @@ reports real-time factors (seconds of compute per second of audio; lower is
 faster) and speed-ups. The models are timed in turns, one call each per round
 (:func:`benchkit.interleaved_medians`), so a slow spell of the machine does not
 bias their ratios. Models are untrained: the cost of a forward pass does not
-depend on the weights.
+depend on the weights. ``--runtime onnx`` times the same models exported to ONNX
+(``asr_kd.models.export``, the feature normalisation inside, fp32 or ``--int8``) and run by
+onnxruntime on one thread, the way a shipped model decodes.
 
 Usage::
 
@@ -17,21 +19,45 @@ Usage::
     python tools/bench_decode.py --hidden 128 --conv-channels 16 --classes 29 --members 3 \
         --student params:0.5 --student params:0.5:layers=1 --student width:0.5 \
         --student params:0.5:encoder=conv:layers=5:conv_channels=8
+    python tools/bench_decode.py --hidden 128 --conv-channels 16 --classes 29 --runtime onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from benchkit import emit_report, interleaved_medians
 
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.ensemble import ensemble_log_probs
+from asr_kd.data.features import GlobalCMVN
 from asr_kd.models.acoustic import AcousticConfig, CTCAcousticModel, count_parameters, parameter_count
+from asr_kd.models.bundle import save_bundle
+from asr_kd.models.export import export_model, load_model
+
+
+class Exported:
+    """A model exported to ONNX and run by onnxruntime, called like the PyTorch model (log-posteriors
+    in place of logits: greedy decoding and the ensemble's combination read both alike)."""
+
+    def __init__(self, model: CTCAcousticModel, folder: Path, name: str, int8: bool) -> None:
+        save_bundle(folder / f"{name}.pt", model, GlobalCMVN(model.cfg.n_mels), {"name": name})
+        export_model(folder / f"{name}.pt", folder / f"{name}.onnx", int8=int8)
+        self.exported = load_model(folder / f"{name}.onnx")
+        self.cfg = model.cfg
+
+    def eval(self) -> Exported:
+        return self
+
+    def __call__(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.exported.log_probs(feats, lengths)
 
 
 def student_config(teacher: AcousticConfig, spec: str) -> AcousticConfig:
@@ -66,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", type=Path)
     p.add_argument("--packed", action="store_true", help="the BiLSTM on packed sequences (default: padded)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="PyTorch eager, or ONNX Runtime")
+    p.add_argument("--int8", action="store_true", help="--runtime onnx: int8 weights (asr-kd export --int8)")
     p.add_argument(
         "--student",
         action="append",
@@ -88,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     teacher = CTCAcousticModel(teacher_cfg).eval()
     students = {spec: CTCAcousticModel(student_config(teacher_cfg, spec)).eval() for spec in args.student}
     members = [CTCAcousticModel(teacher_cfg).eval() for _ in range(args.members)]
+    t, params = count_parameters(teacher), {spec: count_parameters(m) for spec, m in students.items()}
+    runtime = f"torch {torch.__version__}"
+    if args.runtime == "onnx":
+        import onnxruntime
+
+        runtime = f"onnxruntime {onnxruntime.__version__}, {'int8' if args.int8 else 'fp32'} (asr-kd export)"
+        tmp = Path(tempfile.mkdtemp(prefix="bench-decode-"))
+
+        def ship(model: CTCAcousticModel, name: str) -> Any:
+            return cast(Any, Exported(model, tmp, name, args.int8))
+
+        teacher = ship(teacher, "teacher")
+        students = {spec: ship(m, f"student{i}") for i, (spec, m) in enumerate(students.items())}
+        members = [ship(m, f"member{i}") for i, m in enumerate(members)]
     frames = int(args.seconds * 100)
     feats = torch.randn(args.batch, frames, 80)
     lengths = torch.full((args.batch,), frames)
@@ -108,12 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     rtfs = {name: seconds / audio for name, seconds in interleaved_medians(fns, args.repeats).items()}
     r_teacher, r_ensemble = rtfs["teacher"], rtfs["ensemble"]
     cmd = "python tools/bench_decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    t = count_parameters(teacher)
     lines = [
         "# Decoding speed: teacher, ensemble, students",
         "",
         f"Command: `{cmd.strip()}`",
-        f"One CPU thread, torch {torch.__version__}; {args.batch} x {args.seconds:g} s utterances of random "
+        f"One CPU thread, {runtime}; {args.batch} x {args.seconds:g} s utterances of random "
         f"80-dim features; forward pass + greedy CTC decoding; median of {args.repeats}, the models timed in "
         f"turns; BiLSTM {'packed' if args.packed else 'on padded batches'}.",
         "",
@@ -121,18 +162,20 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
         f"| teacher ({teacher_cfg.encoder} {teacher_cfg.hidden} x {teacher_cfg.layers} layers, "
         f"conv {teacher_cfg.conv_channels}) "
-        f"| {t:,} | 100% | {r_teacher:.4f} | | |",
+        f"| {t:,} | 100% | {r_teacher:.5f} | | |",
         f"| ensemble of {args.members} teachers | {args.members * t:,} | {100 * args.members}% "
-        f"| {r_ensemble:.4f} | | |",
+        f"| {r_ensemble:.5f} | | |",
     ]
     for spec, model in students.items():
         r = rtfs[spec]
-        c, n = model.cfg, count_parameters(model)
+        c, n = model.cfg, params[spec]
         lines.append(
             f"| student `{spec}` ({c.encoder} {c.hidden} x {c.layers} layers, conv {c.conv_channels}) | {n:,} | "
-            f"{100 * n / t:.0f}% | {r:.4f} | {r_teacher / r:.2f}x | {r_ensemble / r:.2f}x |"
+            f"{100 * n / t:.0f}% | {r:.5f} | {r_teacher / r:.2f}x | {r_ensemble / r:.2f}x |"
         )
     emit_report(lines, args.out)
+    if args.runtime == "onnx":
+        shutil.rmtree(tmp)
     return 0
 
 
