@@ -129,6 +129,10 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
     assert table["frames"] > 0 and sum(r["cases"] for r in table["table4"]) == table["frames"]
     assert table["table4"][0]["covering"] == "blank" and {r["covering"] for r in table["table4"][1:]} <= {0, 1}
     assert table["wer"][SPECIALISTS] == scores[SPECIALISTS]["wer"]
+    own = table["own_pieces"]  # each specialist alone on its own pieces' frames
+    assert [o["pieces"] for o in own] == [len(s) for s in table["subsets"]]
+    assert sum(o["frames"] for o in own) <= table["frames"] - table["table4"][0]["cases"]
+    assert all(0 <= o[k] <= o["frames"] for o in own for k in ("generalist_correct", "specialist_correct"))
     assert "Table 4 per frame" in (tmp_path / "RESULTS.md").read_text()
     # the combination decodes from its folder like an ensemble, with the score stage's WER
     out = tmp_path / "eval-specialists"

@@ -151,6 +151,16 @@ class SpecialistSystem(System):
         return combined, n
 
     @torch.no_grad()
+    def specialist_choices(self, feats: Tensor, frames: Tensor) -> Tensor:
+        """Each specialist's argmax per frame as a class of the full vocabulary, ``(B, T, M)``:
+        blank 0, a piece of its subset, or -1 for its dustbin."""
+        picks = []
+        for net, subset in zip(self._nets[1:], self.subsets, strict=True):
+            ids = torch.tensor([0, *subset, -1], device=feats.device)
+            picks.append(ids[net(feats, frames)[0].argmax(-1)])
+        return torch.stack(picks, -1)
+
+    @torch.no_grad()
     def parts(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(generalist log-probs, combination log-probs, active (B, T, M) bool, frames)``."""
         lp_g, n = self._nets[0](feats, frames)

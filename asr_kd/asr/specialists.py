@@ -25,7 +25,8 @@ With ``specialists.enabled``:
 4. Stage ``specialists-table`` (:func:`score_specialists`, after ``score``): the paper's Table 4
    per frame on the test set (:func:`~asr_kd.distill.specialists.table4`), its labels the plain
    ensemble's forced alignment of the transcripts (neither compared system's own), beside the
-   WER of the generalist, the combination, their students and the plain ensemble.
+   WER of the generalist, the combination, their students and the plain ensemble, and each
+   specialist alone against the generalist on the frames of its own pieces (:func:`own_pieces`).
 
 Example
 -------
@@ -191,17 +192,20 @@ def score_specialists(ctx) -> None:
     )
     labels = aligned_frames(reference, feats, tokens, ctx.device)
     system = load_specialists(ctx, ctx.device)
-    gen, comb, act, ys = [], [], [], []
+    gen, comb, act, ys, own = [], [], [], [], []
     for chunk, x, n in padded_batches(feats, list(tokens), 32):
         lp_g, lp_c, active, out_n = system.parts(x.to(ctx.device), n.to(ctx.device))
+        picks = system.specialist_choices(x.to(ctx.device), n.to(ctx.device))
         y = torch.nn.utils.rnn.pad_sequence([labels[u] for u in chunk], batch_first=True, padding_value=IGNORE)
         y = y[:, : lp_g.shape[1]].to(lp_g.device)
         keep = (y != IGNORE) & (torch.arange(y.shape[1], device=y.device)[None, :] < out_n[:, None])
         gen.append(lp_g[:, : y.shape[1]][keep].argmax(-1).cpu())
         comb.append(lp_c[:, : y.shape[1]][keep].argmax(-1).cpu())
         act.append(active[:, : y.shape[1]][keep].cpu())
+        own.append(picks[:, : y.shape[1]][keep].cpu())
         ys.append(y[keep].cpu())
     g, c, a, y = torch.cat(gen), torch.cat(comb), torch.cat(act), torch.cat(ys)
+    alone = own_pieces(g, torch.cat(own), system.subsets, y)
     blank = y == 0
     rows = table4(g[~blank], c[~blank], a[~blank], system.subsets, y[~blank])
     gb, cb = int((g[blank] == 0).sum()), int((c[blank] == 0).sum())
@@ -232,12 +236,38 @@ def score_specialists(ctx) -> None:
         "frame_accuracy": {GENERALIST: float((g == y).float().mean()), SPECIALISTS: float((c == y).float().mean())},
         "changed_argmax_share": float((g != c).float().mean()),
         "table4": rows,
+        "own_pieces": alone,
         "wer": wer,
         "beam_wer": beam,
         "kept": kept_shares(wer),
     }
     write_json(exp.score_dir / "specialists.json", result)
     log.info(f"  specialists-table: {len(y)} test frames; frame accuracy {result['frame_accuracy']}")
+
+
+def own_pieces(generalist: Tensor, picks: Tensor, subsets: Sequence[Sequence[int]], labels: Tensor) -> list[dict]:
+    """Each specialist alone on the frames labelled with a piece of its subset: how many frames,
+    and how many of them the generalist's argmax and the specialist's (``picks[:, m]``, a class of
+    the full vocabulary, -1 for its dustbin) get right. A specialist that does not beat the
+    generalist here has nothing to add to the combination.
+
+    >>> labels, generalist = torch.tensor([1, 1, 2, 3]), torch.tensor([1, 2, 2, 3])
+    >>> own_pieces(generalist, torch.tensor([[1], [1], [2], [-1]]), [[1, 2]], labels)
+    [{'specialist': 0, 'pieces': 2, 'frames': 3, 'generalist_correct': 2, 'specialist_correct': 3}]
+    """
+    rows = []
+    for m, subset in enumerate(subsets):
+        mine = torch.isin(labels, torch.tensor(list(subset), dtype=labels.dtype))
+        rows.append(
+            {
+                "specialist": m,
+                "pieces": len(subset),
+                "frames": int(mine.sum()),
+                "generalist_correct": int((generalist[mine] == labels[mine]).sum()),
+                "specialist_correct": int((picks[mine, m] == labels[mine]).sum()),
+            }
+        )
+    return rows
 
 
 def kept_shares(wer: Mapping[str, float]) -> dict[str, float | None]:
@@ -294,4 +324,17 @@ def render_specialists(r: Mapping[str, Any]) -> list[str]:
             f"| {row['covering']} | {row['cases']} | {row['generalist_correct']} | {row['combined_correct']} "
             f"| {row['correct_gain']:+d} | {'-' if rel is None else f'{100 * rel:+.2f}%'} |"
         )
+    if r.get("own_pieces"):
+        lines += [
+            "",
+            "Each specialist alone on the frames labelled with a piece of its subset (its argmax; dustbin: wrong):",
+            "",
+            "| specialist | pieces | frames | generalist correct | specialist correct |",
+            "|---|---|---|---|---|",
+            *(
+                f"| specialist-{o['specialist']} | {o['pieces']} | {o['frames']} | {o['generalist_correct']} "
+                f"| {o['specialist_correct']} |"
+                for o in r["own_pieces"]
+            ),
+        ]
     return lines
