@@ -9,7 +9,7 @@ import torch
 from asr_kd.asr.inference import SpecialistSystem
 from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
 from asr_kd.asr.settings import AsrSettings
-from asr_kd.asr.specialists import specialist_init, specialist_targets
+from asr_kd.asr.specialists import specialist_init, specialist_targets, subset_draw, target_dustbin_shift
 from asr_kd.asr.specs import SPECIALISTS, plan
 from asr_kd.cli import main
 from asr_kd.config import ConfigError
@@ -26,6 +26,23 @@ def test_targets_map_the_subset_and_merge_runs_of_other_pieces_into_one_dustbin(
     assert specialist_targets([4, 9, 9, 2, 4, 6, 7], [4, 2]) == [1, 3, 2, 1, 3]
     assert specialist_targets([9, 8], [4, 2]) == [3]  # an utterance of outside pieces: one dustbin
     assert 0 not in specialist_targets([5, 1, 2, 3], [1, 2])  # blank (0) is never a target
+    # dustbin "piece": one dustbin token per outside piece, as the generalist spikes once per piece
+    assert specialist_targets([4, 9, 9, 2, 4, 6, 7], [4, 2], dustbin="piece") == [1, 3, 3, 2, 1, 3, 3]
+
+
+def test_half_from_subset_sampling_keeps_every_subset_utterance_and_raises_the_dustbin():
+    tokens = {f"u{i}": ([7] if i % 10 == 0 else []) + [1, 2, 3] for i in range(100)}  # 10 hold piece 7
+    chosen = subset_draw(tokens, [7], 0.5, seed=3)
+    mine = [u for u in tokens if 7 in tokens[u]]
+    assert set(mine) <= set(chosen) and len(chosen) == 20 and chosen == subset_draw(tokens, [7], 0.5, seed=3)
+    assert chosen != subset_draw(tokens, [7], 0.5, seed=4)  # another seed, other utterances of the rest
+    assert subset_draw(tokens, [7], 0.0) == sorted(tokens)  # natural sampling
+    assert subset_draw(tokens, [1], 0.5) == sorted(tokens)  # the subset's utterances are already half or more
+    targets = {u: specialist_targets(t, [7], dustbin="piece") for u, t in tokens.items()}
+    shift = target_dustbin_shift(targets, chosen, dustbin=2)
+    # the subset's share of the targets: 10 of 310 in the corpus, 10 of 70 in the draw
+    assert shift == pytest.approx(float(torch.log(torch.tensor((10 / 70) * (300 / 310) / ((10 / 310) * (60 / 70))))))
+    assert target_dustbin_shift(targets, sorted(tokens), dustbin=2) == 0.0
 
 
 def _model(classes: int, seed: int = 0) -> CTCAcousticModel:
@@ -70,6 +87,11 @@ def test_the_combination_keeps_the_generalist_where_no_specialist_is_active():
     agree = SpecialistSystem([members[0], members[0]], [subset], 1, 200, 0.3)
     agree._nets[1] = lambda f, m: (collapse_to_specialist(g, [0, *subset]), frames)
     torch.testing.assert_close(agree.log_probs(x, n)[0][valid], g[valid], atol=1e-4, rtol=0)
+    # a dustbin shift only moves the specialist towards its dustbin: a huge one makes it always pick it
+    shifted = SpecialistSystem(members, [subset], 1, 200, 0.3, shifts=[50.0])
+    assert (shifted.specialist_choices(x, n)[valid] == -1).all()
+    unshifted = SpecialistSystem(members, [subset], 1, 200, 0.3, shifts=[0.0])
+    assert torch.equal(unshifted.specialist_choices(x, n), system.specialist_choices(x, n))
 
 
 def test_plan_adds_specialists_their_row_and_a_student_taught_by_them():
@@ -101,6 +123,8 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
         "specialists.enabled=true",
         "specialists.clusters=[2]",
         "specialists.epochs=2",
+        "specialists.dustbin=piece",  # the options besides the defaults (unit-tested above)
+        "specialists.subset_share=0.5",
         "teachers={count: 2, guidance: none}",
         "students.variants=[scratch,kd]",
         "students.kd_scales=[]",
@@ -134,6 +158,8 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
     assert sum(o["frames"] for o in own) <= table["frames"] - table["table4"][0]["cases"]
     assert all(0 <= o[k] <= o["frames"] for o in own for k in ("generalist_correct", "specialist_correct"))
     assert "Table 4 per frame" in (tmp_path / "RESULTS.md").read_text()
+    described = json.loads((tmp_path / SPECIALISTS / "specialists.json").read_text())
+    assert len(described["dustbin_shifts"]) == 2 and min(described["dustbin_shifts"]) >= 0  # oversampled or natural
     # the combination decodes from its folder like an ensemble, with the score stage's WER
     out = tmp_path / "eval-specialists"
     assert (

@@ -37,7 +37,7 @@ from asr_kd.asr.data import padded_batches
 from asr_kd.asr.decode import BeamDecoder, greedy_decode
 from asr_kd.asr.settings import BeamSettings
 from asr_kd.distill import combine
-from asr_kd.distill.specialists import active_specialists, combine_specialists
+from asr_kd.distill.specialists import active_specialists, combine_specialists, raise_dustbin
 from asr_kd.errors import UserError
 from asr_kd.io import read_json, write_json
 from asr_kd.models.bundle import LoadedModel
@@ -130,7 +130,8 @@ class System:
 class SpecialistSystem(System):
     """The generalist and its specialists as one system: per frame, the KL-minimising combination.
 
-    ``members`` are the generalist, then the specialists (``|subset| + 2`` outputs each).
+    ``members`` are the generalist, then the specialists (``|subset| + 2`` outputs each);
+    ``shifts``: each specialist's dustbin-logit increment (its sampling's correction; None: 0).
     """
 
     def __init__(
@@ -140,10 +141,17 @@ class SpecialistSystem(System):
         top_n: int,
         steps: int,
         lr: float,
+        shifts: Sequence[float] | None = None,
     ) -> None:
         super().__init__(list(members))
         self.subsets = [list(s) for s in subsets]
         self.top_n, self.steps, self.lr = int(top_n), int(steps), float(lr)
+        self.shifts = [float(x) for x in shifts] if shifts is not None else [0.0] * len(self.subsets)
+
+    def _specialists(self, feats: Tensor, frames: Tensor) -> list[Tensor]:
+        """Each specialist's log-probabilities, its dustbin logit raised by its shift."""
+        outs = [net(feats, frames)[0] for net in self._nets[1:]]
+        return [o if not x else raise_dustbin(o, x).log_softmax(-1) for o, x in zip(outs, self.shifts, strict=True)]
 
     @torch.no_grad()
     def log_probs(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,16 +163,16 @@ class SpecialistSystem(System):
         """Each specialist's argmax per frame as a class of the full vocabulary, ``(B, T, M)``:
         blank 0, a piece of its subset, or -1 for its dustbin."""
         picks = []
-        for net, subset in zip(self._nets[1:], self.subsets, strict=True):
+        for out, subset in zip(self._specialists(feats, frames), self.subsets, strict=True):
             ids = torch.tensor([0, *subset, -1], device=feats.device)
-            picks.append(ids[net(feats, frames)[0].argmax(-1)])
+            picks.append(ids[out.argmax(-1)])
         return torch.stack(picks, -1)
 
     @torch.no_grad()
     def parts(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(generalist log-probs, combination log-probs, active (B, T, M) bool, frames)``."""
         lp_g, n = self._nets[0](feats, frames)
-        outs = [net(feats, frames)[0] for net in self._nets[1:]]
+        outs = self._specialists(feats, frames)
         valid = torch.arange(lp_g.shape[1], device=n.device)[None, :] < n[:, None]
         flat_g = lp_g[valid]
         active = active_specialists(flat_g, self.subsets, self.top_n)
@@ -215,7 +223,7 @@ def load_system(
     if "," not in spec and special.exists():
         d = read_json(special)
         members = [load_model(str((Path(spec) / m).resolve()), device=device) for m in d["members"]]
-        return SpecialistSystem(members, d["subsets"], d["top_n"], d["steps"], d["lr"])
+        return SpecialistSystem(members, d["subsets"], d["top_n"], d["steps"], d["lr"], d.get("dustbin_shifts"))
     described = Path(spec) / "ensemble.json"
     if "," not in spec and described.exists():
         d = read_json(described)

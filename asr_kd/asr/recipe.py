@@ -208,7 +208,7 @@ class AsrRecipe:
                 Stage(
                     "specialists-table",
                     lambda: score_specialists(ctx),
-                    {"specialists": cfg["specialists"], "table": 2},  # 2: with each specialist alone
+                    stable({"specialists": cfg["specialists"], "table": 2}),  # 2: with each specialist alone
                     depends=["prepare", "ensemble", SPECIALISTS, "score"],
                     outputs=[exp.score_dir / "specialists.json"],
                 )

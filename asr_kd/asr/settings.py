@@ -51,6 +51,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "student_model": {},  # students: before, a student had the teacher's shape
     "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0},  # no hints
     "small_data": {"kd": {}},  # small-soft: students.kd as it is
+    "specialists": {"dustbin": "run", "subset_share": 0.0},  # runs of outside pieces as one token, natural sampling
 }
 
 T = TypeVar("T", bound="Section")
@@ -115,10 +116,8 @@ class CorpusSettings(Section):
 
 @dataclass(frozen=True)
 class TransferSettings(Section):
-    """A transfer set: audio used without its transcripts, labelled by the ensemble's posteriors
-    (the paper's transfer set). ``utterances`` are synthesised (``corpus.kind: synth``: the
-    training voices, sentences of their own), or ``manifest`` names a manifest of any corpus
-    (its ``wrd`` column is not used)."""
+    """The paper's transfer set, audio labelled by the ensemble's posteriors (no transcript used): ``utterances``
+    synthesised (``corpus.kind: synth``: the training voices, new sentences) or a ``manifest`` of any corpus."""
 
     utterances: int = 0
     manifest: str | None = None
@@ -231,10 +230,9 @@ class StudentSettings(Section):
 
 @dataclass(frozen=True)
 class OnlineSettings(Section):
-    """Stage ``online`` (:mod:`asr_kd.asr.online`): with ``enabled``, peers (the teachers' models and
-    seeds) and a student (``student-kd``'s size and seed) trained together in one pass; the student
-    learns from the peers' combined posteriors with ``students.kd``'s loss, each peer also from the
-    others' with ``mutual_weight`` (0: the peers train on CTC alone); no soft term before
+    """Stage ``online`` (:mod:`asr_kd.asr.online`): with ``enabled``, peers (the teachers' models and seeds) and a
+    student (``student-kd``'s size and seed) trained in one pass, the student on the peers' combined posteriors with
+    ``students.kd``'s loss, each peer on the others' with ``mutual_weight`` (0: CTC alone); no soft term before
     ``burn_in`` epochs."""
 
     enabled: bool = False
@@ -244,14 +242,15 @@ class OnlineSettings(Section):
 
 @dataclass(frozen=True)
 class SpecialistSettings(Section):
-    """Stage ``specialists`` (:mod:`asr_kd.asr.specialists`, where each setting is explained):
-    teacher-0 as generalist, specialists fine-tuned from it, ``student-kd-spec`` taught by both."""
+    """Stage ``specialists``: each setting is explained in :mod:`asr_kd.asr.specialists`."""
 
     enabled: bool = False
     clusters: list = field(default_factory=lambda: [4])
     top_n: int = 1
     epochs: int = 3
     lr: float = 0.0005
+    dustbin: str = "run"
+    subset_share: float = 0.0
     combine_steps: int = 200
     combine_lr: float = 0.3
 
@@ -348,6 +347,10 @@ class AsrSettings(Section):
             (self.online.mutual_weight >= 0 and self.online.burn_in >= 0, "online: mutual_weight, burn_in >= 0"),
             (self.small_data.epochs >= 1, "small_data.epochs must be at least 1"),
             (min(self.specialists.clusters, default=0) >= 2, "specialists.clusters: K-means sizes, each >= 2"),
+            (
+                self.specialists.dustbin in ("run", "piece") and 0 <= self.specialists.subset_share < 1,
+                "specialists: dustbin must be run or piece, subset_share in [0, 1) (0: natural sampling; 0.5)",
+            ),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
             (
@@ -358,10 +361,10 @@ class AsrSettings(Section):
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{where}{message}")
-        if self.teachers.guidance != "none" and self.teachers.count < 2:
-            raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
         TrainSettings.from_dict(self.students.train, where, "students.train.")
         ModelSettings.from_dict(self.students.model, where, "students.model.")
+        if self.teachers.guidance != "none" and self.teachers.count < 2:
+            raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
         KDSettings.from_dict(self.small_data.kd, where, "small_data.kd.")
         student = dataclasses.replace(self.model, **self.students.model)
         for key, model in (("model", self.model), ("students.model", student)):
@@ -394,7 +397,4 @@ class AsrSettings(Section):
             TrainSettings.from_dict(over.get("train"), where, f"teachers.overrides.{i}.train.")
 
     def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if self.specaugment is None:
-            out["specaugment"] = {}
-        return out
+        return {**super().to_dict(), **({"specaugment": {}} if self.specaugment is None else {})}

@@ -10,9 +10,12 @@ With ``specialists.enabled``:
 2. A specialist sees blank, its subset and one dustbin token. It starts from the generalist's
    weights (:func:`specialist_init`: the output rows of blank and the subset copied, the
    dustbin row built from the others) and is fine-tuned with CTC for ``epochs`` at ``lr`` on
-   the training set, each run of pieces outside its subset written as one dustbin token
-   (:func:`specialist_targets`). Utterances hold pieces of most subsets, so sampling is left
-   natural and the dustbin needs no shift.
+   the training set, pieces outside its subset written as dustbin tokens
+   (:func:`specialist_targets`): with ``dustbin: run`` one per run of them, with ``piece`` one
+   each, so the specialist keeps the generalist's one spike per piece. ``subset_share`` 0 trains
+   on every utterance; 0.5 is the paper's sampling (:func:`subset_draw`): every utterance that
+   holds a piece of the subset and as many others drawn at random, the dustbin logit then raised
+   by the log odds of that oversampling among the targets (:func:`target_dustbin_shift`).
 3. The combination (:class:`SpecialistSystem`): per frame, the specialists whose subset holds
    one of the generalist's ``top_n`` classes are active (blank counts among them and is in no
    subset: with ``top_n`` 1 a frame where the generalist emits blank keeps its distribution,
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -52,24 +56,66 @@ from asr_kd.asr.inference import SpecialistSystem, System, load_system
 from asr_kd.asr.lm import decoder_tokens
 from asr_kd.asr.specs import GENERALIST, SPECIALISTS
 from asr_kd.distill import CacheWriter
-from asr_kd.distill.specialists import cluster_classes, specialist_state, table4
+from asr_kd.distill.specialists import cluster_classes, dustbin_shift, specialist_state, table4
 from asr_kd.errors import UserError
 from asr_kd.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
 
-def specialist_targets(tokens: Sequence[int], subset: Sequence[int]) -> list[int]:
+def specialist_targets(tokens: Sequence[int], subset: Sequence[int], dustbin: str = "run") -> list[int]:
     """A transcript's token IDs in a specialist's classes: blank 0, the subset's pieces 1..|S|
-    in order, and one dustbin token ``|S| + 1`` for each run of pieces outside the subset."""
+    in order, and the dustbin token ``|S| + 1`` for each run of pieces outside the subset
+    (``dustbin="run"``) or for each such piece (``"piece"``).
+
+    >>> specialist_targets([5, 6, 2], [2]), specialist_targets([5, 6, 2], [2], dustbin="piece")
+    ([2, 1], [2, 2, 1])
+    """
     index = {piece: i + 1 for i, piece in enumerate(subset)}
-    dustbin = len(subset) + 1
+    bin_id = len(subset) + 1
     out: list[int] = []
     for t in tokens:
-        mapped = index.get(int(t), dustbin)
-        if not (mapped == dustbin and out and out[-1] == dustbin):
+        mapped = index.get(int(t), bin_id)
+        if not (dustbin == "run" and mapped == bin_id and out and out[-1] == bin_id):
             out.append(mapped)
     return out
+
+
+def subset_draw(tokens: Mapping[str, Sequence[int]], subset: Sequence[int], share: float, seed: int = 0) -> list[str]:
+    """The utterances a specialist trains on: every one holding a piece of ``subset``, and as many
+    of the others, drawn with ``seed``, as make those ``share`` of the whole (0.5: the paper's half
+    from the subset); every utterance when ``share`` is 0 or the subset's already hold that share.
+
+    >>> tokens = {"a": [1, 2], "b": [3], "c": [4], "d": [5, 3]}
+    >>> len(subset_draw(tokens, [2], 0.5)), "a" in subset_draw(tokens, [2], 0.5), len(subset_draw(tokens, [2], 0.0))
+    (2, True, 4)
+    """
+    pieces = set(subset)
+    mine = [u for u in sorted(tokens) if pieces.intersection(tokens[u])]
+    if share <= 0 or not mine or len(mine) >= share * len(tokens):
+        return sorted(tokens)
+    rest = [u for u in sorted(tokens) if not pieces.intersection(tokens[u])]
+    drawn = random.Random(seed).sample(rest, min(len(rest), round(len(mine) * (1 - share) / share)))
+    return sorted([*mine, *drawn])
+
+
+def target_dustbin_shift(targets: Mapping[str, Sequence[int]], chosen: Sequence[str], dustbin: int) -> float:
+    """The dustbin-logit shift that undoes training on ``chosen`` instead of all ``targets`` (a
+    specialist's, :func:`specialist_targets`): the log odds ratio of the subset's share among the
+    non-blank targets (:func:`~asr_kd.distill.specialists.dustbin_shift`); 0 when nothing changed.
+
+    >>> round(target_dustbin_shift({"a": [1, 2], "b": [2], "c": [2, 2]}, ["a", "b"], 2), 3)  # 1/5 -> 1/3: odds x2
+    0.693
+    """
+
+    def share(ids: Sequence[str]) -> float:
+        flat = [t for u in ids for t in targets[u]]
+        return sum(t != dustbin for t in flat) / max(1, len(flat))
+
+    natural, sampled = share(list(targets)), share(chosen)
+    if not (0 < natural < 1 and 0 < sampled < 1) or abs(natural - sampled) < 1e-12:
+        return 0.0
+    return dustbin_shift(natural, sampled)
 
 
 def specialist_init(state: Mapping[str, Tensor], subset: Sequence[int], output: str = "output") -> dict[str, Tensor]:
@@ -132,29 +178,39 @@ def train_specialists(ctx) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         write_json(path, {"generalist": GENERALIST, "clusters": list(sp.clusters), "subsets": subsets})
     subsets = read_json(path)["subsets"]
-    tok = exp.tokenizer()
+    tok, texts = exp.tokenizer(), exp.texts("train")
+    tokens = encode_transcripts(texts, tok.encode, skip=log.warning)
     state = exp.load(GENERALIST).model.state_dict()
+    shifts = []
     for i, subset in enumerate(subsets):
         spec = ctx.plan.spec(f"specialist-{i}")
-        log.info(f"  {spec.name}: {len(subset)} pieces + blank + dustbin: {[tok.decode([p]) for p in subset][:12]}")
+        chosen = set(subset_draw(tokens, subset, sp.subset_share, spec.seed))
+        to_mine = partial(specialist_targets, subset=subset, dustbin=sp.dustbin)
+        shifts.append(target_dustbin_shift({u: to_mine(t) for u, t in tokens.items()}, sorted(chosen), len(subset) + 1))
+        log.info(
+            f"  {spec.name}: {len(subset)} pieces + blank + dustbin: {[tok.decode([p]) for p in subset][:12]}; "
+            f"{len(chosen)} of {len(tokens)} utterances, dustbin logit {shifts[-1]:+.3f}"
+        )
         train_spec(
             ctx,
             spec,
+            texts={u: text for u, text in texts.items() if u in chosen},
             num_classes=len(subset) + 2,
-            token_map=partial(specialist_targets, subset=subset),
+            token_map=to_mine,
             init_state=specialist_init(state, subset),
         )
-    describe_specialists(ctx, subsets)
+    describe_specialists(ctx, subsets, shifts)
     cache_combination(ctx)
 
 
-def describe_specialists(ctx, subsets: Sequence[Sequence[int]]) -> None:
-    """``specialists/specialists.json``: members (bundles relative to the folder), subsets and
-    how they combine, so ``asr-kd evaluate EXP/specialists`` decodes the combination too."""
+def describe_specialists(ctx, subsets: Sequence[Sequence[int]], shifts: Sequence[float]) -> None:
+    """``specialists/specialists.json``: members (bundles relative to the folder), subsets, their
+    dustbin shifts and how they combine, so ``asr-kd evaluate EXP/specialists`` decodes it too."""
     sp, folder = ctx.settings.specialists, ctx.exp.root / SPECIALISTS
     members = [os.path.relpath(ctx.exp.bundle(m), folder) for m in ctx.plan.systems[SPECIALISTS]]
     combine = {"top_n": sp.top_n, "steps": sp.combine_steps, "lr": sp.combine_lr}
-    write_json(folder / "specialists.json", {"members": members, "subsets": [list(s) for s in subsets], **combine})
+    described = {"members": members, "subsets": [list(s) for s in subsets], "dustbin_shifts": list(shifts)}
+    write_json(folder / "specialists.json", {**described, **combine})
 
 
 def cache_combination(ctx) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from asr_kd.asr.settings import AsrSettings, KDSettings, ModelSettings, TrainSettings
+from asr_kd.asr.settings import AsrSettings, KDSettings, ModelSettings, TrainSettings, stable
 from asr_kd.config import merge
 from asr_kd.models.acoustic import AcousticConfig, parameter_count
 
@@ -267,7 +267,7 @@ def _specialists(s: AsrSettings) -> list[ModelSpec]:
     sp = s.specialists
     train = replace(s.train, epochs=int(sp.epochs), lr=float(sp.lr))
     base = _teacher(s, 0, False)
-    fp = {**base.fingerprint, "specialists": sp.to_dict()}
+    fp = {**base.fingerprint, **stable({"specialists": sp.to_dict()})}  # the stage's fingerprint, its new keys
     return [
         replace(base, name=f"specialist-{i}", role="specialist", seed=base.seed + 1 + i, train=train, fingerprint=fp)
         for i in range(sum(int(k) for k in sp.clusters))
