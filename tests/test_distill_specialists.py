@@ -32,6 +32,27 @@ def test_kmeans_on_covariance_recovers_confusable_groups():
         cluster_classes(torch.stack(rows), 11)
 
 
+def test_balanced_kmeans_splits_the_classes_that_correlate_with_none():
+    """Plain K-means puts every class that correlates with no other in one subset; balanced
+    K-means caps a subset at ceil(C / K) classes and still keeps confusable pairs together."""
+    torch.manual_seed(0)
+    rows = []
+    for _ in range(4000):
+        k = int(torch.randint(10, (1,)))  # 0: the pair {0, 1}, 1: the pair {2, 3}, else one of 4..11
+        logits = torch.full((12,), -6.0)
+        if k < 2:
+            logits[[2 * k, 2 * k + 1]] = torch.randn(2) * 2
+        else:
+            logits[int(torch.randint(4, 12, (1,)))] = 4.0
+        rows.append(torch.softmax(logits, -1))
+    probs = torch.stack(rows)
+    plain = cluster_classes(probs, 3)
+    assert max(len(s) for s in plain) >= 6  # the uncorrelated classes lumped together
+    balanced = cluster_classes(probs, 3, balanced=True)
+    assert sorted(c for s in balanced for c in s) == list(range(12)) and max(len(s) for s in balanced) <= 4
+    assert any({0, 1} <= set(s) for s in balanced) and any({2, 3} <= set(s) for s in balanced)
+
+
 def test_labels_and_distributions_map_to_subset_plus_dustbin():
     labels = torch.tensor([0, 3, 5, 3, 9])
     assert specialist_labels(labels, [3, 5], 10).tolist() == [2, 0, 1, 0, 2]

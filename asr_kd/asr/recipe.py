@@ -50,7 +50,8 @@ from asr_kd.asr.report import write_report
 from asr_kd.asr.score import score_systems
 from asr_kd.asr.settings import AsrSettings, stable
 from asr_kd.asr.small_data import MODELS, score_small_data
-from asr_kd.asr.specialists import score_specialists, train_specialists
+from asr_kd.asr.specialists import train_specialists
+from asr_kd.asr.specialists_table import score_specialists
 from asr_kd.asr.specs import GENERALIST, SPECIALISTS, online_fingerprint
 from asr_kd.asr.students import train_student
 from asr_kd.asr.teachers import train_teacher

@@ -383,7 +383,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
 
         lines += [*render_small_data(r["small_data"]), ""]
     if r.get("specialists"):
-        from asr_kd.asr.specialists import render_specialists
+        from asr_kd.asr.specialists_table import render_specialists
 
         lines += [*render_specialists(r["specialists"]), ""]
     for p in r["plots"]:

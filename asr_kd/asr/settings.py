@@ -51,7 +51,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "student_model": {},  # students: before, a student had the teacher's shape
     "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0},  # no hints
     "small_data": {"kd": {}},  # small-soft: students.kd as it is
-    "specialists": {"dustbin": "run", "subset_share": 0.0},  # runs of outside pieces as one token, natural sampling
+    "specialists": {"dustbin": "run", "subset_share": 0.0, "balanced": False},  # as the first specialists ran
 }
 
 T = TypeVar("T", bound="Section")
@@ -246,6 +246,7 @@ class SpecialistSettings(Section):
 
     enabled: bool = False
     clusters: list = field(default_factory=lambda: [4])
+    balanced: bool = False
     top_n: int = 1
     epochs: int = 3
     lr: float = 0.0005
@@ -257,10 +258,9 @@ class SpecialistSettings(Section):
 
 @dataclass(frozen=True)
 class SmallDataSettings(Section):
-    """The paper's Table 5, soft targets as a regulariser: with ``share`` > 0, two models of a teacher's size
-    on that share of the training utterances (drawn with ``seed``), ``epochs`` epochs: ``small-hard`` on the
-    transcripts (CTC, best epoch on validation) and ``small-soft`` on the ensemble's soft targets plus the
-    hard term (``students.kd`` with the overrides ``kd``, e.g. ``{hard_weight: 0}``; its last epoch)."""
+    """The paper's Table 5: with ``share`` > 0, two models of a teacher's size on that share of the training
+    utterances (drawn with ``seed``), ``epochs`` epochs: ``small-hard`` on the transcripts (CTC, best epoch on
+    valid), ``small-soft`` on the ensemble's soft targets + the hard term (``students.kd`` updated by ``kd``)."""
 
     OPEN = ("kd",)
     share: float = 0.0

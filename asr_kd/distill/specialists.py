@@ -43,12 +43,31 @@ import torch
 from torch import Tensor
 
 
-def cluster_classes(probs: Tensor, num_clusters: int, iterations: int = 100, seed: int = 0) -> list[list[int]]:
+def _assign(points: Tensor, centre: Tensor, capacity: int | None) -> Tensor:
+    """Each point's nearest centre; with ``capacity``, at most that many points per centre (the
+    closest point-centre pairs first: a greedy balanced assignment)."""
+    dist = torch.cdist(points, centre)
+    if capacity is None:
+        return dist.argmin(1)
+    k = centre.shape[0]
+    assign, room = torch.full((len(points),), -1, dtype=torch.long), [capacity] * k
+    for pair in torch.argsort(dist.flatten(), stable=True).tolist():
+        i, c = divmod(pair, k)
+        if assign[i] < 0 and room[c] > 0:
+            assign[i], room[c] = c, room[c] - 1
+    return assign
+
+
+def cluster_classes(
+    probs: Tensor, num_clusters: int, iterations: int = 100, seed: int = 0, balanced: bool = False
+) -> list[list[int]]:
     """Disjoint class subsets from K-means on the correlation columns of ``probs``.
 
     Args:
         probs: ``(N, C)`` generalist probabilities on (unlabelled) data.
         num_clusters: number of subsets (specialists).
+        balanced: at most ``ceil(C / num_clusters)`` classes a subset. Plain K-means puts the many
+            classes that correlate with no other (all about equally far apart) in one subset.
 
     Returns non-empty sorted class lists, ordered by their smallest class.
     """
@@ -65,7 +84,8 @@ def cluster_classes(probs: Tensor, num_clusters: int, iterations: int = 100, see
         pick = torch.multinomial(d2 / d2.sum() if d2.sum() > 0 else torch.ones(c) / c, 1, generator=g)
         centres.append(points[int(pick)])
     centre = torch.stack(centres)
-    assign = torch.cdist(points, centre).argmin(1)
+    capacity = -(-c // num_clusters) if balanced else None
+    assign = _assign(points, centre, capacity)
     for _ in range(iterations):
         for k in range(num_clusters):
             members = assign == k
@@ -74,7 +94,7 @@ def cluster_classes(probs: Tensor, num_clusters: int, iterations: int = 100, see
             else:  # an empty cluster takes the point farthest from its centre
                 far = torch.cdist(points, centre).min(1).values.argmax()
                 centre[k] = points[far]
-        new = torch.cdist(points, centre).argmin(1)
+        new = _assign(points, centre, capacity)
         if torch.equal(new, assign):
             break
         assign = new
