@@ -61,6 +61,9 @@ def test_teachers_learn_and_every_row_is_reported(tiny):
     teacher, student = results["rows"][0], results["rows"][systems.index("student-kd")]
     assert student["parameters"] < 0.5 * teacher["parameters"]  # half the width: about a third of the weights
     assert results["rows"][systems.index("student-kd-x1")]["parameters"] == teacher["parameters"]
+    h0 = json.loads((tiny.exp / "models" / "teacher-0" / "history.json").read_text())
+    assert teacher["updates"] == sum(e["batches"] for e in h0.values()) > 0  # optimiser steps, every epoch
+    assert results["rows"][systems.index("ensemble")]["updates"] is None
     assert set(results["targets"]) == {"ensemble", "ensemble-guided"}
     t = results["targets"]["ensemble"]
     wers = {r["system"]: r["wer"] for r in results["rows"]}

@@ -223,6 +223,7 @@ def write_report(ctx: Context) -> dict:
                 "epochs": infos[0]["train"]["epochs"] if len(members) == 1 else None,
                 "train_seconds": walls.get(name) if len(members) == 1 else None,
                 "history_epochs": len(hist),
+                "updates": sum(h["batches"] for h in hist.values()) if _counted(hist) else None,
             }
         )
     by_name = {r["system"]: r for r in rows}
@@ -283,6 +284,10 @@ def write_report(ctx: Context) -> dict:
     return result
 
 
+def _counted(history: Mapping[str, Any]) -> bool:  # a history with batch counts (written since 2026-12-07)
+    return bool(history) and all("batches" in h for h in history.values())
+
+
 def _pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}"
 
@@ -306,7 +311,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         "Test set, greedy CTC decoding, no LM. Frame agreement: share of test frames whose argmax equals the "
         "main ensemble's. RTF: decoding seconds per second of audio on one CPU thread (median of repeats), "
         f"one utterance at a time and, where timed, in length-sorted batches of {r.get('rtf_batch') or '–'}. "
-        "Valid WER and best epoch: the checkpoint kept (best validation WER)."
+        "Valid WER and best epoch: the checkpoint kept (best validation WER). Updates: optimiser steps over "
+        "every epoch trained (a distilled student with a transfer set takes more per epoch than its scratch twin)."
         + (
             f" Beam: beam search (size {r['beam']['size']}) restricted to the words of the training transcripts, "
             f"with their {r['beam'].get('lm_order')}-gram LM (weight {r['beam'].get('lm_weight')}, word score "
@@ -316,18 +322,19 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         ),
         "",
         "| system | parameters | WER % | CER % | WER beam+LM % | frame agreement % | RTF (1 thread) "
-        "| RTF batched (1 thread) | valid WER % | best epoch / epochs | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| RTF batched (1 thread) | valid WER % | best epoch / epochs | updates | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         epochs = "–" if row["best_epoch"] is None else f"{row['best_epoch']}/{row['epochs']}"
         minutes = "–" if not row["train_seconds"] else f"{row['train_seconds'] / 60:.1f}"
+        updates = "–" if row.get("updates") is None else f"{row['updates']:,}"
         lines.append(
             f"| {row['system']} | {row['parameters']:,} | {_pct(row['wer'])} | {_pct(row['cer'])} | "
             f"{_pct(row.get('beam_wer'))} | "
             f"{_pct(row['frame_agreement'], 1)} | {row['rtf']:.4f} | "
             f"{'–' if row.get('rtf_batched') is None else format(row['rtf_batched'], '.4f')} | "
-            f"{_pct(row['valid_wer'])} | {epochs} | {minutes} |"
+            f"{_pct(row['valid_wer'])} | {epochs} | {updates} | {minutes} |"
         )
     lines += ["", "## Targets", ""]
     for ens, t in r["targets"].items():

@@ -126,7 +126,7 @@ def train_ctc(
     history: dict[str, Any] = read_json(history_path) if history_path.exists() else {}
 
     def record(epoch: int, stats: dict) -> None:
-        history[str(epoch)] = {**stats, "seconds": round(time.time() - started, 1)}
+        history[str(epoch)] = {**stats, "batches": len(sampler), "seconds": round(time.time() - started, 1)}
         write_json(history_path, history)
 
     log.info(
