@@ -94,7 +94,13 @@ def apply_override(cfg: dict[str, Any], item: str) -> None:
     """Apply one ``dotted.key=value`` override (value parsed as YAML) in place.
 
     The key must exist and the value must be of the kind of the value it replaces
-    (:func:`check_value`).
+    (:func:`check_value`). A section given as a value is merged into the section it names, so
+    ``train={epochs: 3}`` keeps the preset's other ``train`` keys, as ``train.epochs=3`` does.
+
+    >>> cfg = {"train": {"epochs": 20, "lr": 0.01}}
+    >>> apply_override(cfg, "train={epochs: 3}")
+    >>> cfg
+    {'train': {'epochs': 3, 'lr': 0.01}}
     """
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. student.epochs=10)")
@@ -114,7 +120,7 @@ def apply_override(cfg: dict[str, Any], item: str) -> None:
     check_value(key, node[parts[-1]], value, where=f"override {item!r}: ")
     if isinstance(value, Mapping) and node[parts[-1]]:
         check_keys(value, node[parts[-1]], f"override {item!r}: ", key + ".")
-    node[parts[-1]] = value
+    node[parts[-1]] = merge(node[parts[-1]], value) if isinstance(value, Mapping) else value
 
 
 def read_config(path: str | os.PathLike, preset: str | None, overrides: Sequence[str] = ()) -> dict[str, Any]:

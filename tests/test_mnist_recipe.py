@@ -200,6 +200,9 @@ def test_config_presets_and_overrides():
         )
     smoke = load_config(default_config_path(), "smoke", ["student.epochs=2"])
     assert smoke["student"]["epochs"] == 2 and smoke["teacher"]["max_norm"] == 3.5  # inherited from base
+    # a section as the value merges: the preset's other keys of that section stay
+    section = load_config(default_config_path(), "smoke", ["student={epochs: 2}"])
+    assert section["student"] == {**load_config(default_config_path(), "smoke")["student"], "epochs": 2}
     with pytest.raises(RecipeError, match="unknown key"):
         load_config(default_config_path(), "main", ["student.epoch=2"])
     with pytest.raises(RecipeError, match="no preset"):
