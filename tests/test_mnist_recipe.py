@@ -266,6 +266,19 @@ def test_refuses_model_trained_with_other_config(tmp_path):
     assert Recipe(cfg, 0, None, tmp_path, progress=False).run(["teacher"])[0]["name"] == "teacher"
 
 
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
+def test_main_trains_only_the_chosen_student_variants(tmp_path):
+    torch.set_num_threads(1)
+    quick = ["teacher.epochs=1", "student.epochs=1", "data.train_limit=1000", "data.test_limit=200"]
+    cfg = load_config(default_config_path(), "smoke", [*quick, "distill.variants=[soft]", "distill.transfer_jitter=0"])
+    records = Recipe(cfg, 0, None, tmp_path, progress=False).run(["main"])
+    assert [r["name"] for r in records] == ["teacher", "student128-soft-T20"]
+    assert sorted(p.name for p in (tmp_path / "seed0").glob("*.pt")) == ["student128-soft-T20.pt", "teacher.pt"]
+    bad = load_config(default_config_path(), "smoke", [*quick, "distill.variants=[soft, medium]"])
+    with pytest.raises(RecipeError, match=r"distill.variants: unknown \['medium'\]"):
+        Recipe(bad, 0, None, tmp_path, progress=False).run(["main"])
+
+
 def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):
     from asr_kd.image.cli import main
 

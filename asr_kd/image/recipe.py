@@ -311,11 +311,17 @@ class Recipe:
         self.teacher()
         t = self.cfg["distill"]["temperature"]
         w = self.cfg["student"]["sizes"][1]
-        for name, temp, hw in (
-            (f"student{w}-hard", None, 0.0),
-            (f"student{w}-soft-T{t:g}", t, 0.0),
-            (f"student{w}-soft+hard-T{t:g}", t, self.cfg["distill"]["hard_weight"]),
-        ):
+        variants = {
+            "hard": (f"student{w}-hard", None, 0.0),
+            "soft": (f"student{w}-soft-T{t:g}", t, 0.0),
+            "soft+hard": (f"student{w}-soft+hard-T{t:g}", t, self.cfg["distill"]["hard_weight"]),
+        }
+        wanted = list(self.cfg["distill"].get("variants", variants))
+        unknown = set(wanted) - set(variants)
+        if unknown:
+            raise RecipeError(f"distill.variants: unknown {sorted(unknown)}; known: {list(variants)}")
+        for key in wanted:
+            name, temp, hw = variants[key]
             model, rec = self.student(name, "student", temp, hw)
             self.score(model, rec, "main")
         j = int(self.cfg["distill"].get("transfer_jitter", 0))
