@@ -270,13 +270,30 @@ def test_refuses_model_trained_with_other_config(tmp_path):
 def test_main_trains_only_the_chosen_student_variants(tmp_path):
     torch.set_num_threads(1)
     quick = ["teacher.epochs=1", "student.epochs=1", "data.train_limit=1000", "data.test_limit=200"]
-    cfg = load_config(default_config_path(), "smoke", [*quick, "distill.variants=[soft]", "distill.transfer_jitter=0"])
+    quick.append("distill.transfer_jitter=0")
+    cfg = load_config(default_config_path(), "smoke", [*quick, "distill.variants=[soft]"])
     records = Recipe(cfg, 0, None, tmp_path, progress=False).run(["main"])
     assert [r["name"] for r in records] == ["teacher", "student128-soft-T20"]
     assert sorted(p.name for p in (tmp_path / "seed0").glob("*.pt")) == ["student128-soft-T20.pt", "teacher.pt"]
     bad = load_config(default_config_path(), "smoke", [*quick, "distill.variants=[soft, medium]"])
     with pytest.raises(RecipeError, match=r"distill.variants: unknown \['medium'\]"):
         Recipe(bad, 0, None, tmp_path, progress=False).run(["main"])
+    # the validation images join the transfer set of a soft-target student, which keeps its last epoch
+    both = load_config(
+        default_config_path(),
+        "smoke",
+        [*quick, "student.epochs=3", "distill.variants=[soft]", "distill.transfer_set=train+val"],
+    )
+    recipe = Recipe(both, 0, None, tmp_path, progress=False)
+    record = recipe.run(["main"])[-1]
+    assert record["name"] == "student128-soft-T20-trainval"
+    assert record["transfer_size"] == len(recipe.data.train_y) + len(recipe.data.val_y)
+    assert record["best_epoch"] == 2 and record["val_errors"] == record["val_history"][-1]
+    saved = torch.load(tmp_path / "seed0" / "student128-soft-T20-trainval.pt", weights_only=False)
+    assert saved["spec"]["transfer_set"] == "train+val" and saved["spec"]["select"] == "last"
+    with_labels = load_config(default_config_path(), "smoke", [*quick, "distill.transfer_set=train+val"])
+    with pytest.raises(RecipeError, match="validation labels must stay unseen"):
+        Recipe(with_labels, 0, None, tmp_path, progress=False).run(["main"])
 
 
 def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):

@@ -255,6 +255,7 @@ class Recipe:
         keep: torch.Tensor | None = None,
         transfer_jitter: int = 0,
         ensemble: Sequence[int] = (),
+        with_val: bool = False,
     ) -> tuple[MLP, dict[str, Any]]:
         """Train a student: hard labels when ``temperature`` is None, else distilled.
 
@@ -262,9 +263,20 @@ class Recipe:
         ``transfer_jitter`` > 0 shifts the transfer images by up to that many pixels in
         every batch, and the teacher's soft targets are computed on the shifted images.
         ``ensemble``: seeds whose teachers, combined, give the soft targets instead.
+        ``with_val``: the validation images join the transfer set (the paper distilled on all
+        60,000 training images); their labels stay unused, so only a soft-target student may,
+        and it keeps its last epoch, as no held-out images are left to choose one.
         """
         spec = dict(self.cfg[width_key])
         x, y = self.data.train_x, self.data.train_y
+        if with_val:
+            if temperature is None or hard_weight > 0 or keep is not None or ensemble:
+                raise RecipeError(
+                    f"{name}: the validation images join only a soft-target student's transfer set "
+                    "(no hard term, no class subset, one teacher); use distill.variants=[soft]"
+                )
+            spec.update(transfer_set="train+val", select="last")
+            x, y = torch.cat([x, self.data.val_x]), torch.cat([y, self.data.val_y])
         logits, teacher = None, None
         if temperature is not None:
             spec.update(
@@ -278,6 +290,8 @@ class Recipe:
                 teacher = self.teacher()
             else:
                 logits = self.teacher_logits()
+                if with_val:
+                    logits = torch.cat([logits, logits_of(self.teacher(), self.data.val_x)])
         if keep is not None:
             spec["transfer_classes"] = sorted(int(c) for c in torch.unique(y[keep]))
             x, y = x[keep], y[keep]
@@ -320,13 +334,24 @@ class Recipe:
         unknown = set(wanted) - set(variants)
         if unknown:
             raise RecipeError(f"distill.variants: unknown {sorted(unknown)}; known: {list(variants)}")
+        transfer_set = self.cfg["distill"].get("transfer_set", "train")
+        if transfer_set not in ("train", "train+val"):
+            raise RecipeError(f"distill.transfer_set must be 'train' or 'train+val', got {transfer_set!r}")
+        with_val = transfer_set == "train+val"
+        if with_val and any(variants[k][1] is None or variants[k][2] > 0 for k in wanted):
+            raise RecipeError(
+                "distill.transfer_set=train+val: the validation labels must stay unseen, so only the soft-target "
+                f"student may use it; got distill.variants={wanted}, use [soft]"
+            )
+        tag = "-trainval" if with_val else ""
         for key in wanted:
             name, temp, hw = variants[key]
-            model, rec = self.student(name, "student", temp, hw)
+            model, rec = self.student(name + tag if temp is not None else name, "student", temp, hw, with_val=with_val)
             self.score(model, rec, "main")
         j = int(self.cfg["distill"].get("transfer_jitter", 0))
         if j:
-            model, rec = self.student(f"student{w}-soft-T{t:g}-jitter{j}", "student", t, 0.0, transfer_jitter=j)
+            name = f"student{w}-soft-T{t:g}-jitter{j}{tag}"
+            model, rec = self.student(name, "student", t, 0.0, transfer_jitter=j, with_val=with_val)
             self.score(model, rec, "main")
 
     def run_sweep(self) -> None:

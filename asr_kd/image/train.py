@@ -58,6 +58,8 @@ class TrainConfig:
         weight_decay: weight decay (0: none).
         max_norm: cap on each unit's incoming weight norm after every step (0: none).
         jitter: random shift of the inputs by up to this many pixels (0: none).
+        select: ``"best"`` keeps the epoch with the fewest validation errors; ``"last"`` keeps
+            the last epoch (for a model whose validation images are in its transfer set).
         progress: show a tqdm bar per epoch.
         desc: label of the progress bar.
     """
@@ -73,6 +75,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_norm: float = 0.0
     jitter: int = 0
+    select: str = "best"
     progress: bool = True
     desc: str = "train"
 
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
         if not (0 <= self.momentum < 1 and 0 <= self.momentum_final < 1) or self.momentum_epochs < 0:
@@ -154,7 +159,8 @@ def train(
     teacher: nn.Module | None = None,
     checkpoint: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; leave it with the weights of its best validation epoch.
+    """Train ``model`` in place; leave it with the weights of its best validation epoch
+    (of its last epoch with ``cfg.select="last"``).
 
     Runs on the device of ``x`` (model, labels, validation data and teacher must be there
     too). On CUDA nothing waits for the GPU inside an epoch: losses are summed on the
@@ -258,7 +264,8 @@ def train(
         mean_loss = float(loss_sum) / len(x)
         result.history["loss"].append(mean_loss)
         result.history["val_errors"].append(val_errors)
-        if best_state is None or val_errors < result.best_val_errors:
+        last = epoch + 1 == cfg.epochs
+        if best_state is None or val_errors < result.best_val_errors or (cfg.select == "last" and last):
             result.best_epoch, result.best_val_errors = epoch, val_errors
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if checkpoint is not None and epoch + 1 < cfg.epochs:
@@ -290,7 +297,10 @@ def train(
 
 def _resumable(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a checkpoint must share with the run that resumes it."""
-    return {k: v for k, v in asdict(cfg).items() if k not in ("progress", "desc")}
+    out = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "desc")}
+    if out["select"] == "best":  # checkpoints written before `select` existed still resume
+        del out["select"]
+    return out
 
 
 def _save_checkpoint(
@@ -358,6 +368,7 @@ def train_config(spec: Mapping[str, Any], progress: bool = False, desc: str = "t
         **{k: spec[k] for k in SGD_KEYS if k in spec},
         max_norm=spec.get("max_norm", 0.0),
         jitter=spec.get("jitter", spec.get("transfer_jitter", 0)),
+        select=spec.get("select", "best"),
         progress=progress,
         desc=desc,
     )
