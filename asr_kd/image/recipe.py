@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from ..distill import DistillationLoss, combine
+from ..distill import DistillationLoss
 from ..io import write_atomic
 from ..models.mlp import MLP
 from .bias import run_omit3, run_only78
@@ -299,22 +299,10 @@ class Recipe:
         return self.fit(name, spec, x, y, logits, teacher)
 
     def ensemble_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """The ``ensemble.seeds`` teachers' combined log-probabilities on ``x``.
+        """The ``ensemble.seeds`` teachers' combined log-probabilities on ``x`` (:mod:`.ensemble`)."""
+        from .ensemble import ensemble_log_probs
 
-        ``geometric`` (mean log-probabilities) is the members' mean logits up to a
-        constant, so tempering it later gives ``softmax(mean_i z_i / T)``.
-        """
-        members = []
-        for s in self.cfg["ensemble"]["seeds"]:
-            folder = self.out_dir / f"seed{s}"
-            loaded = self._load("teacher", dict(self.cfg["teacher"]), folder)
-            if loaded is None:
-                raise RecipeError(
-                    f"{folder / 'teacher.pt'}: no teacher for seed {s}, a member of ensemble.seeds; train it "
-                    f"first (--seed {s} --experiments teacher, same --out-dir and settings) or change ensemble.seeds"
-                )
-            members.append(logits_of(loaded[0], x))
-        return combine(members, method=self.cfg["ensemble"]["method"])
+        return ensemble_log_probs(self, x)
 
     # -- experiments
 
@@ -370,38 +358,9 @@ class Recipe:
         run_only78(self)
 
     def run_ensemble(self) -> None:
-        seeds = [int(s) for s in self.cfg["ensemble"]["seeds"]]
-        method = self.cfg["ensemble"]["method"]
-        t = self.cfg["distill"]["temperature"]
-        w = self.cfg["student"]["sizes"][1]
-        k = len(seeds)
-        d = self.data
-        val_errors = int((self.ensemble_log_probs(d.val_x).argmax(-1) != d.val_y).sum())
-        test_errors = int((self.ensemble_log_probs(d.test_x).argmax(-1) != d.test_y).sum())
-        self.log(f"teacher-ens{k}: {method} mean of the teachers of seeds {seeds}: test errors {test_errors}")
-        self.record(
-            {
-                "seed": self.seed,
-                "name": f"teacher-ens{k}",
-                "experiment": "ensemble",
-                "members": seeds,
-                "sizes": self.cfg["teacher"]["sizes"],
-                "formula": f"{method} mean of the teachers of seeds {seeds}",
-                "temperature": None,
-                "epochs": None,
-                "best_epoch": None,
-                "train_seconds": 0.0,
-                "val_errors": val_errors,
-                "val_n": len(d.val_y),
-                "test_errors": test_errors,
-                "test_n": len(d.test_y),
-                "command": self.command,
-                "machine": machine(str(self.device)),
-                "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-            }
-        )
-        model, rec = self.student(f"student{w}-soft-T{t:g}-ens{k}", "student", t, 0.0, ensemble=seeds)
-        self.score(model, rec, "ensemble")
+        from .ensemble import run_ensemble
+
+        run_ensemble(self)
 
     def run_specialists(self) -> None:
         from .specialists import run_specialists
