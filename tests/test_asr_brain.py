@@ -156,3 +156,67 @@ def test_the_hint_term_reaches_the_layers_below_the_hooked_one_and_never_the_tea
     delayed = CTCAcousticModel(AcousticConfig(**{**cfg.to_dict(), "encoder": "lstm", "delay": 2}))
     with pytest.raises(ValueError, match="train the delayed"):
         Hints(teacher).build(delayed)
+
+
+class MaskFrames(nn.Module):
+    """A stand-in for SpecAugment: training batches lose frames 8-39."""
+
+    def forward(self, feats, lengths, augment=False):
+        return feats.index_fill(1, torch.arange(8, 40), 0.0) if augment else feats
+
+
+def test_live_teachers_label_the_batch_the_student_sees(tmp_path):
+    from asr_kd.asr.inference import ensemble_log_probs
+
+    torch.manual_seed(0)
+    cfg = AcousticConfig(num_classes=VOCAB, n_mels=N_MELS, hidden=8, conv_channels=2, packed=False, dropout=0.0)
+    teachers = [CTCAcousticModel(cfg) for _ in range(2)]
+    for t in teachers:  # confident teachers, so that the masked frames change their posteriors visibly
+        t.output.weight.data.mul_(30)
+    student = CTCAcousticModel(AcousticConfig(**{**cfg.to_dict(), "hidden": 4}))
+    items = [dataset([1])[0], dataset([2])[0]]
+    batch = sb.dataio.batch.PaddedBatch(items)
+    kd = DistillationLoss(temperature=2.0, hard_weight=0.0, soft_weight=1.0)
+
+    def dense_cache(name, frontend):  # every class kept: the cache holds the whole distribution
+        with CacheWriter(tmp_path / name, num_classes=VOCAB, k=VOCAB, fingerprint={}) as w:
+            for it in items:
+                n = torch.tensor([len(it["feats"])])
+                lp, out = ensemble_log_probs(teachers, frontend(it["feats"][None], n, augment=True), n)
+                w.add(it["id"], lp[0, : int(out)])
+        return TeacherCache(tmp_path / name, fingerprint={})
+
+    def run(frontend, **hparams):
+        hp = {"detokenize": detokenize, "kd": kd, **hparams}
+        brain = CTCBrain(modules={"model": student, "frontend": frontend}, hparams=hp, run_opts={"device": "cpu"})
+        return brain, brain.compute_objectives(brain.compute_forward(batch, sb.Stage.TRAIN), batch, sb.Stage.TRAIN)
+
+    def loss(frontend, **hparams):
+        return run(frontend, **hparams)[1]
+
+    live = {"live_teachers": teachers, "live_method": "arithmetic"}
+    clean, masked = dense_cache("clean", Identity()), dense_cache("masked", MaskFrames())
+    same = {"rtol": 1e-3, "atol": 0.0}  # the cache holds float16
+    # the same loss from live teachers as from a cache of the same features, clean or masked
+    assert torch.allclose(loss(Identity(), **live), loss(Identity(), teacher_cache=clean), **same)
+    brain, on_masked = run(MaskFrames(), **live)
+    assert torch.allclose(on_masked, loss(MaskFrames(), teacher_cache=masked), **same)
+    # the live targets are the members' posteriors of the masked features, far from the clean ones'
+    feats, rel = batch.feats
+    n = torch.round(rel * feats.shape[1]).long()
+    by_hand, _ = ensemble_log_probs(teachers, MaskFrames()(feats, n, augment=True), n)
+    clean_targets, _ = ensemble_log_probs(teachers, feats, n)
+    assert torch.allclose(brain._live[0], by_hand) and (brain._live[0] - clean_targets).abs().max() > 0.5
+    assert all(p.grad is None for t in teachers for p in t.parameters())
+    with pytest.raises(RuntimeError, match="live teachers produced"):  # a member of another frame rate: refused
+        loss(Identity(), live_teachers=[OneFrameShort(teachers[0])])
+
+
+class OneFrameShort(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats, lengths):
+        logits, n = self.model(feats, lengths)
+        return logits[:, :-1], n - 1

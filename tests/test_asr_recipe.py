@@ -149,16 +149,24 @@ def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
     exp = tmp_path / "exp"
     shutil.copytree(tiny.exp, exp, copy_function=os.link)  # every file is replaced by a rename, never edited
     overrides = [f"exp_dir={exp}", "threads=2", "students.kd.hint_weight=0.5"]
-    overrides += ["small_data.share=0.25", "small_data.epochs=3", "online.enabled=true"]
+    overrides += [
+        "small_data.share=0.25",
+        "small_data.epochs=3",
+        "online.enabled=true",
+        "small_data.kd={targets: live}",
+    ]
     recipe = AsrRecipe(load_asr_config(CONFIG, "tiny", overrides))
     status = dict(recipe.status())
     assert status["student-kd"] == status["teacher-0"] == "done" and status["small-hard"] != "done"
     seen: list[str] = []
+    live: list[tuple[str, bool]] = []  # (model, its soft targets came from live teachers)
     real_step = brain.CTCBrain.compute_objectives
 
     def spy(self, predictions, batch, stage):
         if stage == brain.sb.Stage.TRAIN:
             seen.extend(batch.id)
+            if getattr(self.hparams, "kd", None) is not None:
+                live.append((self.hparams.name, self._live is not None))
         return real_step(self, predictions, batch, stage)
 
     monkeypatch.setattr(brain.CTCBrain, "compute_objectives", spy)
@@ -167,6 +175,7 @@ def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
 
     drawn = draw_subset(list(recipe.texts("train")), 0.25, 0)
     assert len(drawn) == 10 and set(seen) == set(drawn)  # both models, only the drawn utterances
+    assert set(live) == {("small-soft", True)}  # small_data.kd.targets: live, for small-soft alone
     soft, hard = recipe.ctx.exp.info("small-soft"), recipe.ctx.exp.info("small-hard")
     assert soft["selected"] == "last" and soft["best_epoch"] == 3 and "selected" not in hard
     table = read_json(exp / "score" / "small_data.json")
@@ -238,7 +247,9 @@ def test_distilled_student_beats_an_untrained_one(tiny):
 
 
 @pytest.mark.slow  # an end-to-end recipe run
-def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
+def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys, monkeypatch):
+    import tempfile
+
     model = str(tiny.exp / "models" / "student-kd")
     manifest = str(tiny.exp / "corpus" / "test.csv")
     assert main(["evaluate", model, manifest, "--out", str(tmp_path / "scores")]) == 0
@@ -248,8 +259,11 @@ def test_evaluate_and_transcribe_a_trained_model(tiny, tmp_path, capsys):
     expected = json.loads((tiny.exp / "score" / "student-kd.json").read_text())
     assert scores["wer"] == pytest.approx(expected["wer"])  # the same model scores the same on the same set
     train = str(tiny.exp / "corpus" / "train.csv")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     assert main(["evaluate", model, manifest, "--beam", "8", "--lm-text", train]) == 0
     assert "10 utterances" in capsys.readouterr().out
+    assert not list((tmp_path / "tmp").iterdir())  # the lexicon and LM made for it are gone
     assert main(["evaluate", model, manifest, "--lm-text", train]) == 2
     assert "need --beam" in capsys.readouterr().err
     wavs = [e.wav for e in read_manifest(manifest)[:2]]

@@ -7,7 +7,10 @@ One class trains every model of the recipe; what differs is configuration:
   spike term against a reference teacher's spikes (:mod:`asr_kd.asr.guidance`);
 - distilled student: ``DistillationLoss`` with CTC as the hard term and the
   soft term against the ensemble's cached top-k posteriors, looked up by
-  utterance ID (never batch index) in a :class:`~asr_kd.distill.TeacherCache`.
+  utterance ID (never batch index) in a :class:`~asr_kd.distill.TeacherCache`;
+  or, with ``live_teachers``, against the members' combined posteriors on the very
+  batch the student sees, SpecAugment included (consistent teaching: Beyer et al.
+  2022's function matching; the MNIST recipe's jittered transfer images).
 
 Batches are SpeechBrain ``PaddedBatch`` objects with ``id``, ``feats``
 (``(batch, frames, n_mels)`` with relative lengths) and ``tokens`` (with
@@ -35,7 +38,8 @@ from asr_kd import distributed
 from asr_kd.asr.data import NO_TRANSCRIPT
 from asr_kd.asr.decode import greedy_decode
 from asr_kd.asr.guidance import guided_loss
-from asr_kd.distill import DistillationLoss, TeacherCache
+from asr_kd.asr.inference import ensemble_log_probs
+from asr_kd.distill import DistillationLoss, TeacherCache, TopK
 from asr_kd.models.frontend import frame_mask
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,9 @@ class CTCBrain(sb.Brain):
     (:class:`TeacherCache`) and ``blank_weight`` (weight of the soft term on frames
     whose teacher top-1 class is blank; default 1), ``guide_weight`` with ``guide_spikes``
     (``utt_id -> (frames,) long tensor``), ``name`` (the model's name in the epoch log lines),
+    ``live_teachers`` (frozen ensemble members: the soft targets are their combined posteriors
+    on each training batch, after the front end's augmentation, instead of the cache's; with
+    ``live_method`` and ``live_weights``, the ensemble's combination),
     ``hint_teacher`` and ``hint_weight`` with a ``hint`` module (:mod:`asr_kd.asr.hints`: the frozen
     teacher runs on each training batch, the hint term is added with that weight),
     ``seed`` (each training epoch starts from ``torch.manual_seed(seed * 1000 + epoch)``, so a
@@ -96,6 +103,14 @@ class CTCBrain(sb.Brain):
         if stage == sb.Stage.TRAIN and teacher is not None:
             with torch.no_grad():  # its hooked layer's output is the hint term's target
                 teacher.eval()(feats, lengths)
+        live = getattr(self.hparams, "live_teachers", None)
+        self._live: tuple[Tensor, Tensor] | None = None
+        if stage == sb.Stage.TRAIN and live:
+            with torch.no_grad():  # the members label the features the student is about to see
+                method = getattr(self.hparams, "live_method", "arithmetic")
+                self._live = ensemble_log_probs(
+                    live, feats, lengths, method, getattr(self.hparams, "live_weights", None)
+                )
         logits, out_lengths = self.modules.model(feats, lengths)
         return logits, out_lengths
 
@@ -126,6 +141,31 @@ class CTCBrain(sb.Brain):
         return loss
 
     def _distillation_loss(self, logits: Tensor, out_lengths: Tensor, ctc: Tensor, ids: Sequence[str]):
+        targets: Tensor | TopK
+        if getattr(self, "_live", None) is not None:
+            targets, mask = self._live_targets(out_lengths, logits.shape[1])
+        else:
+            targets, mask = self._cached_targets(out_lengths, logits.shape[1], ids)
+        targets, mask = targets.to(logits.device), mask.to(logits.device)
+        weights = None
+        blank_weight = getattr(self.hparams, "blank_weight", 1.0)
+        if blank_weight != 1.0:  # frames whose teacher top-1 is blank count blank_weight
+            top = targets.indices[..., 0] if isinstance(targets, TopK) else targets.argmax(-1)
+            weights = torch.where(top == 0, blank_weight, 1.0).to(logits.dtype)
+        kd: DistillationLoss = self.hparams.kd
+        return kd(logits, targets, hard=ctc, mask=mask, weights=weights).total
+
+    def _live_targets(self, out_lengths: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+        assert self._live is not None
+        log_probs, n = self._live
+        if not torch.equal(n.cpu(), out_lengths.cpu()) or log_probs.shape[1] != frames:
+            raise RuntimeError(
+                f"the live teachers produced {n.tolist()} frames, the student {out_lengths.tolist()}. Teachers "
+                "and student must share the front end and subsampling (model.stack: 1 for both)."
+            )
+        return log_probs, frame_mask(out_lengths, frames)
+
+    def _cached_targets(self, out_lengths: Tensor, frames: int, ids: Sequence[str]) -> tuple[TopK, Tensor]:
         cache: TeacherCache = self.hparams.teacher_cache
         if not cache.checked:
             raise RuntimeError(
@@ -133,23 +173,15 @@ class CTCBrain(sb.Brain):
                 "recipe's fingerprint (features, subsampling, tokenizer, teachers) so a cache made "
                 "for another configuration is refused"
             )
-        frames = [cache.num_frames(i) for i in ids]
-        for utt, n_cached, n_out in zip(ids, frames, out_lengths.tolist(), strict=False):
+        for utt, n_out in zip(ids, out_lengths.tolist(), strict=False):
+            n_cached = cache.num_frames(utt)
             if n_cached != n_out:
                 raise RuntimeError(
                     f"utterance {utt!r}: the teacher cache has {n_cached} frames, the student "
                     f"produced {n_out}. Teacher and student must share the front end and "
                     "subsampling; rebuild the cache for this configuration."
                 )
-        targets, mask = cache.batch(ids, num_frames=logits.shape[1])
-        targets, mask = targets.to(logits.device), mask.to(logits.device)
-        weights = None
-        blank_weight = getattr(self.hparams, "blank_weight", 1.0)
-        if blank_weight != 1.0:  # frames whose teacher top-1 is blank count blank_weight
-            blank_top = targets.indices[..., 0] == 0
-            weights = torch.where(blank_top, blank_weight, 1.0).to(logits.dtype)
-        kd: DistillationLoss = self.hparams.kd
-        return kd(logits, targets, hard=ctc, mask=mask, weights=weights).total
+        return cache.batch(ids, num_frames=frames)
 
     def _spikes(self, ids: Sequence[str], frames: int) -> Tensor:
         spikes: Mapping[str, Tensor] = self.hparams.guide_spikes

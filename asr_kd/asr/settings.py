@@ -49,7 +49,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "transfer": {"utterances": 0, "manifest": None},  # no transfer set
     "scale_by": "width",  # students: before, scale was a width factor
     "student_model": {},  # students: before, a student had the teacher's shape
-    "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0},  # no hints
+    "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0, "targets": "cache"},
     "small_data": {"kd": {}},  # small-soft: students.kd as it is
     "specialists": {"dustbin": "run", "subset_share": 0.0, "balanced": False},  # as the first specialists ran
 }
@@ -66,8 +66,7 @@ def stable(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
 class Section:
     """A config section: fields with defaults; :meth:`from_dict` checks keys and kinds."""
 
-    #: fields that hold free-form mappings (any keys), e.g. per-teacher overrides
-    OPEN: ClassVar[tuple[str, ...]] = ()
+    OPEN: ClassVar[tuple[str, ...]] = ()  #: fields holding free-form mappings (any keys), e.g. per-teacher overrides
 
     @classmethod
     def from_dict(cls: type[T], d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> T:
@@ -207,6 +206,7 @@ class KDSettings(Section):
     hint_layer: str = "encoder"  #: the module matched, by name in both models
     hint_loss: str = "mse"  #: mse | cosine
     hint_teacher: int = 0  #: which member of the ensemble (its index)
+    targets: str = "cache"  #: cache (the ensemble's, clean features) | live (members run on each augmented batch)
 
 
 @dataclass(frozen=True)
@@ -230,10 +230,8 @@ class StudentSettings(Section):
 
 @dataclass(frozen=True)
 class OnlineSettings(Section):
-    """Stage ``online`` (:mod:`asr_kd.asr.online`): with ``enabled``, peers (the teachers' models and seeds) and a
-    student (``student-kd``'s size and seed) trained in one pass, the student on the peers' combined posteriors with
-    ``students.kd``'s loss, each peer on the others' with ``mutual_weight`` (0: CTC alone); no soft term before
-    ``burn_in`` epochs."""
+    """Stage ``online`` (:mod:`asr_kd.asr.online`): peers and a student trained in one pass, the student on the peers'
+    posteriors, each peer on the others' with ``mutual_weight`` (0: CTC alone); no soft term before ``burn_in``."""
 
     enabled: bool = False
     mutual_weight: float = 0.0
@@ -352,6 +350,10 @@ class AsrSettings(Section):
                 "specialists: dustbin must be run or piece, subset_share in [0, 1) (0: natural sampling; 0.5)",
             ),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
+            (
+                {self.students.kd.targets, self.small_data.kd.get("targets", "cache")} <= {"cache", "live"},
+                "students.kd.targets and small_data.kd.targets must be cache or live",
+            ),
             (self.ensemble.method in ENSEMBLE_METHODS, f"ensemble.method must be one of {ENSEMBLE_METHODS}"),
             (
                 self.ensemble.weights is None or len(self.ensemble.weights) == self.teachers.count,
@@ -382,10 +384,8 @@ class AsrSettings(Section):
         kd = self.students.kd
         if kd.hint_weight < 0 or kd.hint_loss not in ("mse", "cosine"):
             raise ConfigError(f"{where}students.kd: hint_weight must be >= 0 and hint_loss mse or cosine")
-        if not 0 <= kd.hint_teacher < self.teachers.count:
-            raise ConfigError(
-                f"{where}students.kd.hint_teacher: {kd.hint_teacher} is not a member (0..{self.teachers.count - 1})"
-            )
+        if not 0 <= kd.hint_teacher <= (kd_max := self.teachers.count - 1):
+            raise ConfigError(f"{where}students.kd.hint_teacher: {kd.hint_teacher} is not a member (0..{kd_max})")
         for i, over in self.teachers.overrides.items():
             unknown = set(over) - {"model", "train"}
             if unknown:

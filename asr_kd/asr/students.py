@@ -4,7 +4,9 @@
 - ``kd``: ``w_hard * CTC + w_soft * T^2 * KL(ensemble_T || student_T)`` per frame, against the
   ensemble's cached top-k posteriors looked up by utterance ID (or the MSE between logits);
   frames whose ensemble top class is blank count ``blank_weight``; utterances of the transfer
-  set (:mod:`asr_kd.asr.transfer`), which have no transcript, count the soft term only;
+  set (:mod:`asr_kd.asr.transfer`), which have no transcript, count the soft term only; with
+  ``kd.targets: live`` the ensemble's members run frozen on each training batch instead, so the soft
+  targets are theirs on the augmented features the student sees (consistent teaching);
 - ``sequence``: CTC on the ensemble's greedy transcripts of the training set (and of the
   transfer set, when there is one).
 
@@ -70,12 +72,25 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
         teacher = load_bundle(ctx.exp.model_dir(member)).model
         hints = Hints(teacher, kd.hint_layer, float(kd.hint_weight), kd.hint_loss)
         log.info(f"  {spec.name}: hint term {kd.hint_weight} x {kd.hint_loss} at {kd.hint_layer!r} of {member}")
+    targets: dict = {"teacher_cache": ctx.ensemble_cache(ensemble)}
+    if kd.targets == "live":
+        targets = live_teachers(ctx, ensemble)
+        log.info(f"  {spec.name}: soft targets from {ensemble}'s members run on each augmented batch (live)")
     return train_spec(
-        ctx,
-        spec,
-        unlabelled=unlabelled,
-        kd=loss,
-        teacher_cache=ctx.ensemble_cache(ensemble),
-        blank_weight=float(kd.blank_weight),
-        hints=hints,
+        ctx, spec, unlabelled=unlabelled, kd=loss, blank_weight=float(kd.blank_weight), hints=hints, **targets
     )
+
+
+def live_teachers(ctx: Context, ensemble: str) -> dict:
+    """``CTCBrain`` hparams for soft targets computed on each batch: the members of ``ensemble``
+    (frozen, loaded from their bundles) and the ensemble's combination."""
+    from asr_kd.models.bundle import load_bundle
+
+    if ensemble not in ctx.plan.ensembles:
+        raise UserError(
+            f"students.kd.targets: live runs an ensemble's members on each batch; {ensemble!r} is not a plain "
+            f"ensemble ({sorted(ctx.plan.ensembles)}); use targets: cache for it"
+        )
+    members = [load_bundle(ctx.exp.model_dir(m)).model for m in ctx.plan.ensembles[ensemble]]
+    e = ctx.settings.ensemble
+    return {"live_teachers": members, "live_method": e.method, "live_weights": e.weights}

@@ -90,7 +90,8 @@ def train_ctc(
         info: stored in the bundle (fingerprint, name, tokenizer, ...).
         select: the epoch kept: ``best`` validation WER, or ``last`` (no early stopping).
         init_state: starting weights (default: random); a resumed run takes its checkpoint's.
-        hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache``, ``guide_weight``, ...), and
+        hparams: more ``CTCBrain`` hparams (``kd``, ``teacher_cache`` or ``live_teachers``,
+            ``guide_weight``, ...), and
             ``hints`` (:class:`~asr_kd.asr.hints.Hints`: intermediate-layer distillation).
     """
     from speechbrain.dataio.dataloader import make_dataloader
@@ -116,6 +117,8 @@ def train_ctc(
     if hints is not None:  # intermediate-layer distillation: its projection trains and resumes too
         modules["hint"] = hints.build(model)
         hparams.update(hint_teacher=hints.teacher.to(device), hint_weight=hints.weight)
+    if hparams.get("live_teachers"):  # frozen members that label each training batch (not checkpointed)
+        hparams["live_teachers"] = [t.to(device).eval().requires_grad_(False) for t in hparams["live_teachers"]]
     recoverables = {k: v for k, v in modules.items() if k != "frontend"}  # its statistics are fixed
     ckpt = AtomicCheckpointer(out / "ckpt", recoverables={**recoverables, "counter": counter})
     # under torchrun each process takes its share of every (global) batch: see BucketBatchSampler

@@ -89,14 +89,12 @@ def _decoder(args: argparse.Namespace, tokenizer):
     if not args.beam and (args.lm_text or args.lexicon or args.lm):
         raise UserError("--lm-text, --lexicon and --lm need --beam N (e.g. --beam 32)")
     lexicon, lm = args.lexicon, args.lm
-    if args.beam and args.lm_text:
-        made_lexicon, made_lm = write_lm(
-            _texts(args.lm_text), tokenizer, tempfile.mkdtemp(prefix="asr-kd-lm-"), args.lm_order if lm is None else 0
-        )
-        lexicon = lexicon or made_lexicon
-        lm = lm or made_lm
     beam = BeamSettings(size=args.beam, lm_weight=args.lm_weight, word_score=args.word_score)
-    return make_decoder(tokenizer, beam, lexicon=lexicon, lm=lm)
+    if not (args.beam and args.lm_text):
+        return make_decoder(tokenizer, beam, lexicon=lexicon, lm=lm)
+    with tempfile.TemporaryDirectory(prefix="asr-kd-lm-") as tmp:  # the decoder reads both files when it is made
+        made_lexicon, made_lm = write_lm(_texts(args.lm_text), tokenizer, tmp, args.lm_order if lm is None else 0)
+        return make_decoder(tokenizer, beam, lexicon=lexicon or made_lexicon, lm=lm or made_lm)
 
 
 def _texts(path: str) -> list[str]:
