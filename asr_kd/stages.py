@@ -189,23 +189,34 @@ def _stage_lock(exp_dir: str | os.PathLike, number: int, stage: Stage, label: st
     Two commands on one experiment folder (two machines sharing it, each with ``--teacher I``)
     never run one stage at once: the second waits, then finds it done. Under torchrun rank 0
     holds it for every process. The lock lives in the experiment folder; on a network file
-    system it needs working ``flock`` (NFS v4, Lustre with ``flock`` mounted).
+    system it needs working ``flock`` (NFS v4, Lustre with ``flock`` mounted). A lock file that
+    is a hard link (a folder copied with ``cp -al``, as the recipes' levers are) is first
+    replaced by a file of this folder's own, so a copy and its source never wait on each other.
     """
     if not distributed.is_main():
         yield
         return
     path = marker_path(exp_dir, number, stage).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:  # "a": an existing lock file is not modified
+    while True:
+        if path.exists() and path.stat().st_nlink > 1:  # a hard-linked copy (cp -al) shares its source's lock
+            fresh = path.with_name(f"{path.name}.{os.getpid()}")
+            fresh.touch()
+            os.replace(fresh, path)
+        handle = open(path, "a")  # "a": an existing lock file is not modified
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info(f"{label}: another process is running it; waiting for it to finish")
             fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        if os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
+            break
+        handle.close()  # the file was replaced while we waited: lock the one in place now
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def run_stages(

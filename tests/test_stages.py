@@ -202,3 +202,29 @@ def test_two_commands_on_one_folder_run_a_stage_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0]
     assert (tmp_path / "ran.txt").read_text().count("\n") == 1, "the stage ran twice"
     assert sorted(outs) == ["['prepare']", "[]"]
+
+
+def test_a_hard_linked_copy_of_an_experiment_does_not_wait_on_its_source(tmp_path):
+    """`cp -al exp/a exp/b` links the stage lock files too; a stage run in the copy must not wait
+    for a command that holds the same stage in the source."""
+    import fcntl
+    import os
+    import shutil
+    import threading
+
+    src, dst = tmp_path / "a", tmp_path / "b"
+    run_stages([Stage("prepare", lambda: None, {"n": 1})], src)
+    shutil.copytree(src, dst, copy_function=os.link)
+    (lock,) = (src / "stages").glob("*.lock")
+    assert lock.stat().st_nlink == 2
+    ran: list[str] = []
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a command running the stage in the source
+        copy = threading.Thread(target=lambda: ran.extend(run_stages([Stage("prepare", lambda: None, {"n": 2})], dst)))
+        copy.start()
+        copy.join(timeout=30)
+        finished = not copy.is_alive()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    copy.join()
+    assert finished and ran == ["prepare"], "the copy waited on its source's lock"
+    assert lock.stat().st_nlink == 1 and (dst / "stages" / lock.name).stat().st_nlink == 1
