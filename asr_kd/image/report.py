@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -55,6 +56,8 @@ def main_names(runs: list[dict[str, Any]]) -> list[str]:
     ...     ("student30-soft-T20", 30, 20.0), ("student800-soft-T20-jitter2", 800, 20.0)]]
     >>> main_names(runs)
     ['teacher', 'student800-hard', 'student800-soft-T20', 'student800-soft+hard-T20', 'student800-soft-T20-jitter2']
+    >>> main_names([runs[0], runs[-1]])  # a run of some of main's students only (distill.variants)
+    ['teacher', 'student800-soft-T20-jitter2']
     """
     names = {r["name"] for r in runs}
     both = sorted((r for r in runs if "-soft+hard-T" in r["name"]), key=lambda r: -r["sizes"][1])
@@ -63,6 +66,10 @@ def main_names(runs: list[dict[str, Any]]) -> list[str]:
         w, t = both[0]["sizes"][1], both[0]["temperature"]
         out += [f"student{w}-hard", f"student{w}-soft-T{t:g}", f"student{w}-soft+hard-T{t:g}"]
         out += sorted(n for n in names if n.startswith(f"student{w}-soft-T{t:g}-jitter"))
+    else:  # distill.variants left the soft+hard student out: main's students that are there
+        out += sorted(
+            n for n in names if re.fullmatch(r"student\d+-(hard|soft(\+hard)?-T[\d.]+)(-jitter\d+|-trainval)?", n)
+        )
     return [n for n in out if n in names]
 
 
