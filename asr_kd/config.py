@@ -16,10 +16,12 @@ Example
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -69,6 +71,39 @@ def check_value(key: str, default: Any, value: Any, where: str = "") -> None:
         return
     if _kind(default) != _kind(value):
         raise ConfigError(f"{where}{key}: expected {_kind(default)} (like {default!r}), got {_kind(value)} {value!r}")
+
+
+T = TypeVar("T", bound="Section")
+
+
+class Section:
+    """A config section: a frozen dataclass of fields with defaults; :meth:`from_dict` checks keys and kinds
+    (the ASR recipe's :mod:`asr_kd.asr.settings`)."""
+
+    OPEN: ClassVar[tuple[str, ...]] = ()  #: fields holding free-form mappings (any keys), e.g. per-teacher overrides
+
+    @classmethod
+    def from_dict(cls: type[T], d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> T:
+        d = dict(d or {})
+        known = {f.name: f for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"{where}unknown key {prefix + key!r}; known here: {sorted(known)}")
+        values = {}
+        for name, f in known.items():
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if name not in d:
+                continue
+            value = d[name]
+            if isinstance(default, Section):
+                values[name] = type(default).from_dict(value, where, f"{prefix}{name}.")
+                continue
+            check_value(prefix + name, default, value, where)
+            values[name] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def check_keys(node: Mapping[str, Any], schema: Mapping[str, Any], where: str, prefix: str = "") -> None:

@@ -212,6 +212,37 @@ def test_live_teachers_label_the_batch_the_student_sees(tmp_path):
         loss(Identity(), live_teachers=[OneFrameShort(teachers[0])])
 
 
+def test_live_mixup_teaches_mixes_of_two_utterances():
+    from asr_kd.asr.brain import mix_batch
+    from asr_kd.asr.inference import ensemble_log_probs
+
+    torch.manual_seed(0)
+    cfg = AcousticConfig(num_classes=VOCAB, n_mels=N_MELS, hidden=8, conv_channels=2, packed=False, dropout=0.0)
+    teachers, student = [CTCAcousticModel(cfg) for _ in range(2)], CTCAcousticModel(cfg)
+    batch = sb.dataio.batch.PaddedBatch([dataset([s])[0] for s in (1, 2, 3, 4)])
+    kd = DistillationLoss(temperature=1.0, hard_weight=0.0, soft_weight=1.0)
+    hp = {"detokenize": detokenize, "kd": kd, "live_teachers": teachers, "live_mixup": 1.0}
+    brain = CTCBrain(modules={"model": student, "frontend": Identity()}, hparams=hp, run_opts={"device": "cpu"})
+    torch.manual_seed(7)
+    logits, out_lengths = brain.compute_forward(batch, sb.Stage.TRAIN)
+    feats, rel = batch.feats
+    n = torch.round(rel * feats.shape[1]).long()
+    torch.manual_seed(7)
+    mixed, n_mixed = mix_batch(feats, n, 1.0)
+    by_hand, n_out = ensemble_log_probs(teachers, mixed, n_mixed)
+    assert torch.allclose(brain._live[0], by_hand) and torch.equal(out_lengths, n_out)  # the members label the mix
+    assert not torch.allclose(mixed, feats) and torch.equal(n_mixed >= n, torch.ones_like(n, dtype=torch.bool))
+    clean, _ = ensemble_log_probs(teachers, feats, n)
+    assert (by_hand[:, : clean.shape[1]] - clean).abs().max() > 0.1  # not the clean batch's targets
+    loss = brain.compute_objectives((logits, out_lengths), batch, sb.Stage.TRAIN)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for t in teachers for p in t.parameters())
+    # each mix is a convex combination of two utterances of the batch, padding counted as zeros
+    x = torch.stack([torch.full((5, 2), 1.0), torch.full((5, 2), 3.0)])
+    m, k = mix_batch(x, torch.tensor([5, 3]), alpha=0.5)
+    assert bool(((m >= 0) & (m <= 3 + 1e-5)).all()) and k.tolist() in ([5, 3], [5, 5])
+
+
 class OneFrameShort(nn.Module):
     def __init__(self, model):
         super().__init__()

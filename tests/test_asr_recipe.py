@@ -153,20 +153,20 @@ def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
         "small_data.share=0.25",
         "small_data.epochs=3",
         "online.enabled=true",
-        "small_data.kd={targets: live}",
+        "small_data.kd={targets: live, hard_weight: 0.0, mixup: 1.0}",
     ]
     recipe = AsrRecipe(load_asr_config(CONFIG, "tiny", overrides))
     status = dict(recipe.status())
     assert status["student-kd"] == status["teacher-0"] == "done" and status["small-hard"] != "done"
     seen: list[str] = []
-    live: list[tuple[str, bool]] = []  # (model, its soft targets came from live teachers)
+    live: list[tuple[str, bool, float]] = []  # (model, its soft targets came from live teachers, their mixup)
     real_step = brain.CTCBrain.compute_objectives
 
     def spy(self, predictions, batch, stage):
         if stage == brain.sb.Stage.TRAIN:
             seen.extend(batch.id)
             if getattr(self.hparams, "kd", None) is not None:
-                live.append((self.hparams.name, self._live is not None))
+                live.append((self.hparams.name, self._live is not None, getattr(self.hparams, "live_mixup", 0.0)))
         return real_step(self, predictions, batch, stage)
 
     monkeypatch.setattr(brain.CTCBrain, "compute_objectives", spy)
@@ -175,7 +175,7 @@ def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
 
     drawn = draw_subset(list(recipe.texts("train")), 0.25, 0)
     assert len(drawn) == 10 and set(seen) == set(drawn)  # both models, only the drawn utterances
-    assert set(live) == {("small-soft", True)}  # small_data.kd.targets: live, for small-soft alone
+    assert set(live) == {("small-soft", True, 1.0)}  # small_data.kd's live mixup, for small-soft alone
     soft, hard = recipe.ctx.exp.info("small-soft"), recipe.ctx.exp.info("small-hard")
     assert soft["selected"] == "last" and soft["best_epoch"] == 3 and "selected" not in hard
     table = read_json(exp / "score" / "small_data.json")

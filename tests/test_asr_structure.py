@@ -41,6 +41,12 @@ def test_settings_refuse_unknown_keys_and_wrong_kinds_and_fill_in_missing_ones()
         AsrSettings.from_dict({"ensemble": {"method": "median"}})
     with pytest.raises(ConfigError, match="teachers.overrides.1.model.hiden"):
         AsrSettings.from_dict({"teachers": {"overrides": {1: {"model": {"hiden": 3}}}}})
+    with pytest.raises(ConfigError, match="students.kd.mixup mixes utterances"):  # cached targets: no mixes
+        AsrSettings.from_dict({"students": {"kd": {"mixup": 1.0, "hard_weight": 0.0}}})
+    with pytest.raises(ConfigError, match="small_data.kd.mixup .* hard_weight: 0 \\(now 'live', 0.5\\)"):
+        AsrSettings.from_dict({"small_data": {"kd": {"mixup": 1.0, "targets": "live"}}})
+    live = {"mixup": 0.4, "targets": "live", "hard_weight": 0.0}
+    assert AsrSettings.from_dict({"small_data": {"kd": live}}).small_data.kd["mixup"] == 0.4
     assert AsrSettings.from_dict({"train": {"epochs": 2}}).train.lr == AsrSettings().train.lr
 
 

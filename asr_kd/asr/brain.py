@@ -10,7 +10,9 @@ One class trains every model of the recipe; what differs is configuration:
   utterance ID (never batch index) in a :class:`~asr_kd.distill.TeacherCache`;
   or, with ``live_teachers``, against the members' combined posteriors on the very
   batch the student sees, SpecAugment included (consistent teaching: Beyer et al.
-  2022's function matching; the MNIST recipe's jittered transfer images).
+  2022's function matching; the MNIST recipe's jittered transfer images); with
+  ``live_mixup`` each batch is first mixed with a shuffled copy of itself (:func:`mix_batch`),
+  so the members label inputs no utterance holds (function matching with mixup).
 
 Batches are SpeechBrain ``PaddedBatch`` objects with ``id``, ``feats``
 (``(batch, frames, n_mels)`` with relative lengths) and ``tokens`` (with
@@ -73,6 +75,26 @@ def ctc_loss(log_probs: Tensor, tokens: Tensor, out_lengths: Tensor, token_lengt
     return (per_utt * labelled).sum() / labelled.sum().clamp(min=1)
 
 
+def mix_batch(feats: Tensor, lengths: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Mixup of a feature batch with a shuffled copy of itself, one weight per utterance.
+
+    Item ``i`` becomes ``lam_i * x_i + (1 - lam_i) * x_j`` (``j`` a random partner, padding zeroed
+    first), ``lam_i ~ Beta(alpha, alpha)``, and is as long as the longer of the two. No transcript
+    describes the mix, so only soft targets computed on it (live teachers) can teach it.
+
+    >>> x = torch.ones(3, 5, 2)
+    >>> mixed, n = mix_batch(x, torch.tensor([5, 4, 2]), alpha=1.0)
+    >>> mixed.shape, bool((n >= torch.tensor([2, 2, 2])).all()), bool((mixed <= 1 + 1e-6).all())
+    (torch.Size([3, 5, 2]), True, True)
+    """
+    real = frame_mask(lengths, feats.shape[1]).unsqueeze(-1).to(feats.dtype)
+    feats = feats * real
+    partner = torch.randperm(feats.shape[0], device=feats.device)
+    lam = torch.distributions.Beta(alpha, alpha).sample((feats.shape[0],)).to(feats.device, feats.dtype)
+    mixed = lam[:, None, None] * feats + (1 - lam[:, None, None]) * feats[partner]
+    return mixed, torch.maximum(lengths, lengths[partner])
+
+
 class CTCBrain(sb.Brain):
     """Trains a CTC acoustic model, optionally with distillation and spike guidance.
 
@@ -85,7 +107,8 @@ class CTCBrain(sb.Brain):
     (``utt_id -> (frames,) long tensor``), ``name`` (the model's name in the epoch log lines),
     ``live_teachers`` (frozen ensemble members: the soft targets are their combined posteriors
     on each training batch, after the front end's augmentation, instead of the cache's; with
-    ``live_method`` and ``live_weights``, the ensemble's combination),
+    ``live_method`` and ``live_weights``, the ensemble's combination; ``live_mixup`` > 0: the batch
+    mixed first, :func:`mix_batch`'s ``alpha``),
     ``hint_teacher`` and ``hint_weight`` with a ``hint`` module (:mod:`asr_kd.asr.hints`: the frozen
     teacher runs on each training batch, the hint term is added with that weight),
     ``seed`` (each training epoch starts from ``torch.manual_seed(seed * 1000 + epoch)``, so a
@@ -99,11 +122,14 @@ class CTCBrain(sb.Brain):
         feats, rel = batch.feats
         lengths = absolute_lengths(rel, feats.shape[1])
         feats = self.modules.frontend(feats, lengths, augment=stage == sb.Stage.TRAIN)
+        live = getattr(self.hparams, "live_teachers", None)
+        mixup = float(getattr(self.hparams, "live_mixup", 0.0))
+        if stage == sb.Stage.TRAIN and live and mixup > 0:
+            feats, lengths = mix_batch(feats, lengths, mixup)
         teacher = getattr(self.hparams, "hint_teacher", None)
         if stage == sb.Stage.TRAIN and teacher is not None:
             with torch.no_grad():  # its hooked layer's output is the hint term's target
                 teacher.eval()(feats, lengths)
-        live = getattr(self.hparams, "live_teachers", None)
         self._live: tuple[Tensor, Tensor] | None = None
         if stage == sb.Stage.TRAIN and live:
             with torch.no_grad():  # the members label the features the student is about to see

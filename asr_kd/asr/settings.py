@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
-from asr_kd.config import ConfigError, check_value
+from asr_kd.config import ConfigError, Section
 from asr_kd.io import drop_defaults
 from asr_kd.models.encoders import ENCODERS
 
@@ -49,47 +49,22 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "transfer": {"utterances": 0, "manifest": None},  # no transfer set
     "scale_by": "width",  # students: before, scale was a width factor
     "student_model": {},  # students: before, a student had the teacher's shape
-    "kd": {"hint_weight": 0.0, "hint_layer": "encoder", "hint_loss": "mse", "hint_teacher": 0, "targets": "cache"},
+    "kd": {
+        "hint_weight": 0.0,
+        "hint_layer": "encoder",
+        "hint_loss": "mse",
+        "hint_teacher": 0,
+        "targets": "cache",
+        "mixup": 0.0,
+    },
     "small_data": {"kd": {}},  # small-soft: students.kd as it is
     "specialists": {"dustbin": "run", "subset_share": 0.0, "balanced": False},  # as the first specialists ran
 }
-
-T = TypeVar("T", bound="Section")
 
 
 def stable(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     """``fingerprint`` without the added settings that are at their old default."""
     return drop_defaults(fingerprint, ADDED_DEFAULTS)
-
-
-@dataclass(frozen=True)
-class Section:
-    """A config section: fields with defaults; :meth:`from_dict` checks keys and kinds."""
-
-    OPEN: ClassVar[tuple[str, ...]] = ()  #: fields holding free-form mappings (any keys), e.g. per-teacher overrides
-
-    @classmethod
-    def from_dict(cls: type[T], d: Mapping[str, Any] | None, where: str = "", prefix: str = "") -> T:
-        d = dict(d or {})
-        known = {f.name: f for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"{where}unknown key {prefix + key!r}; known here: {sorted(known)}")
-        values = {}
-        for name, f in known.items():
-            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-            if name not in d:
-                continue
-            value = d[name]
-            if isinstance(default, Section):
-                values[name] = type(default).from_dict(value, where, f"{prefix}{name}.")
-                continue
-            check_value(prefix + name, default, value, where)
-            values[name] = value
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -207,6 +182,7 @@ class KDSettings(Section):
     hint_loss: str = "mse"  #: mse | cosine
     hint_teacher: int = 0  #: which member of the ensemble (its index)
     targets: str = "cache"  #: cache (the ensemble's, clean features) | live (members run on each augmented batch)
+    mixup: float = 0.0  #: live, hard_weight 0 only: > 0 mixes each batch with itself, Beta(mixup, mixup) weights
 
 
 @dataclass(frozen=True)
@@ -368,6 +344,13 @@ class AsrSettings(Section):
         if self.teachers.guidance != "none" and self.teachers.count < 2:
             raise ConfigError(f"{where}guided teachers need teachers.count >= 2 (teacher 0 guides the others)")
         KDSettings.from_dict(self.small_data.kd, where, "small_data.kd.")
+        small_kd = dataclasses.replace(self.students.kd, **self.small_data.kd)
+        for key, kd in (("students.kd", self.students.kd), ("small_data.kd", small_kd)):
+            if kd.mixup < 0 or (kd.mixup > 0 and (kd.targets != "live" or kd.hard_weight)):
+                raise ConfigError(
+                    f"{where}{key}.mixup mixes utterances, which no transcript or cached target describes: set it "
+                    f">= 0, and > 0 only with targets: live and hard_weight: 0 (now {kd.targets!r}, {kd.hard_weight})"
+                )
         student = dataclasses.replace(self.model, **self.students.model)
         for key, model in (("model", self.model), ("students.model", student)):
             if model.encoder not in ENCODERS:

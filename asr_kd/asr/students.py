@@ -6,7 +6,8 @@
   frames whose ensemble top class is blank count ``blank_weight``; utterances of the transfer
   set (:mod:`asr_kd.asr.transfer`), which have no transcript, count the soft term only; with
   ``kd.targets: live`` the ensemble's members run frozen on each training batch instead, so the soft
-  targets are theirs on the augmented features the student sees (consistent teaching);
+  targets are theirs on the augmented features the student sees (consistent teaching), and with
+  ``kd.mixup`` on mixes of two utterances (function matching with mixup; soft targets only);
 - ``sequence``: CTC on the ensemble's greedy transcripts of the training set (and of the
   transfer set, when there is one).
 
@@ -74,8 +75,9 @@ def train_student(ctx: Context, spec: ModelSpec) -> Path:
         log.info(f"  {spec.name}: hint term {kd.hint_weight} x {kd.hint_loss} at {kd.hint_layer!r} of {member}")
     targets: dict = {"teacher_cache": ctx.ensemble_cache(ensemble)}
     if kd.targets == "live":
-        targets = live_teachers(ctx, ensemble)
-        log.info(f"  {spec.name}: soft targets from {ensemble}'s members run on each augmented batch (live)")
+        targets = {**live_teachers(ctx, ensemble), "live_mixup": float(kd.mixup)}
+        mixed = f", each batch first mixed with itself (Beta({kd.mixup}, {kd.mixup}))" if kd.mixup else ""
+        log.info(f"  {spec.name}: soft targets from {ensemble}'s members run on each augmented batch (live){mixed}")
     return train_spec(
         ctx, spec, unlabelled=unlabelled, kd=loss, blank_weight=float(kd.blank_weight), hints=hints, **targets
     )
