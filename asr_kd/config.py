@@ -76,6 +76,7 @@ def check_value(key: str, default: Any, value: Any, where: str = "") -> None:
 T = TypeVar("T", bound="Section")
 
 
+@dataclasses.dataclass(frozen=True)
 class Section:
     """A config section: a frozen dataclass of fields with defaults; :meth:`from_dict` checks keys and kinds
     (the ASR recipe's :mod:`asr_kd.asr.settings`)."""
