@@ -63,15 +63,16 @@ def test_report_only_writes_to_the_presets_report_dir(tmp_path):
 
     config = tmp_path / "config.yaml"
     shutil.copy(default_config_path(), config)
-    for preset, errors in (("short", 120), ("main", 101)):
-        cfg = load_config(config, preset)
+    for preset, errors in (("short", 120), ("main", 101), ("paper", 89)):
+        cfg = load_config(config, preset, ["device=cpu"])
         out = tmp_path / cfg["out_dir"]
         out.mkdir(parents=True)
         (out / "results.json").write_text(json.dumps({"runs": _main_runs(0, 80, 150, errors)}))
-    for preset in ("short", "main"):
+    for preset in ("short", "main", "paper"):  # paper says device: cuda; a report is made without a GPU too
         assert main(["--config", str(config), "--preset", preset, "--report-only"]) == 0
     assert "| 120 (n=1) |" in (tmp_path / "results" / "tables.md").read_text()
     assert "| 101 (n=1) |" in (tmp_path / "results" / "main" / "tables.md").read_text()
+    assert "| 89 (n=1) |" in (tmp_path / "results" / "paper" / "tables.md").read_text()
 
 
 def test_ensemble_section_lists_the_combined_teacher_first(tmp_path):

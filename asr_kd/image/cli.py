@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else default_config_path()
-    cfg = load_config(config, args.preset, args.set)
+    overrides = [*args.set, "device=cpu"] if args.report_only else args.set  # a report needs no GPU
+    cfg = load_config(config, args.preset, overrides)
     torch.set_num_threads(int(cfg["threads"]))
     out_dir = Path(args.out_dir) if args.out_dir else config.parent / cfg["out_dir"]
     command = "python recipes/mnist/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
