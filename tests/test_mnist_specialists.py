@@ -5,6 +5,7 @@ skipped only when those files are absent.
 """
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from asr_kd.image.config import RecipeError, default_config_path, load_config
 from asr_kd.image.mnist import default_data_dir
 from asr_kd.image.recipe import Recipe
 from asr_kd.image.report import write_report
-from asr_kd.image.specialists import class_subsets, specialist_init
+from asr_kd.image.specialists import class_subsets, specialist_init, train_specialists
 from asr_kd.models.mlp import MLP
 
 HAVE_MNIST = (default_data_dir() / "train-images-idx3-ubyte.gz").exists()
@@ -35,6 +36,40 @@ def test_a_specialist_starts_as_the_generalist_on_its_subset():
     torch.testing.assert_close(s[:, 3], g[:, outside].mean(1) + math.log(7), atol=1e-5, rtol=1e-5)
     with pytest.raises(RecipeError, match="keeps every class"):
         specialist_init(generalist, list(range(10)))
+
+
+class _FitRecorder:
+    """A stand-in for the recipe: records what each specialist would be trained from."""
+
+    seed, device = 0, torch.device("cpu")
+
+    def __init__(self, init: str):
+        self.cfg = {"teacher": {"sizes": [20, 16, 10]}, "specialists": {"init": init, "epochs": 1, "lr": 1e-3}}
+        y = torch.arange(40) % 10
+        self.data = SimpleNamespace(train_x=torch.randn(40, 20), train_y=y, val_x=torch.randn(10, 20), val_y=y[:10])
+        self.calls: list[tuple[dict, dict | None]] = []
+
+    def fit(self, name, spec, x, y, init=None, val=None):
+        self.calls.append((spec, init))
+        return MLP(spec["sizes"]), {}
+
+    def log(self, msg):
+        pass
+
+
+def test_specialists_start_from_the_generalist_or_from_scratch():
+    generalist = MLP([20, 16, 10])
+    paper, scratch = _FitRecorder("generalist"), _FitRecorder("scratch")
+    train_specialists(paper, generalist, [[2, 5], [3, 8, 9]])
+    train_specialists(scratch, generalist, [[2, 5], [3, 8, 9]])
+    for (spec, init), subset in zip(paper.calls, [[2, 5], [3, 8, 9]], strict=True):
+        assert spec["init"] == "generalist" and spec["sizes"] == [20, 16, len(subset) + 1]
+        for k, v in specialist_init(generalist, subset).items():
+            torch.testing.assert_close(init[k], v)
+    assert [(spec["init"], init) for spec, init in scratch.calls] == [("scratch", None)] * 2
+    assert [s["dustbin_shift"] for s, _ in scratch.calls] == [s["dustbin_shift"] for s, _ in paper.calls]
+    with pytest.raises(RecipeError, match="specialists.init"):
+        train_specialists(_FitRecorder("random"), generalist, [[2, 5]])
 
 
 def test_subsets_from_several_clusterings_drop_repeats_and_trivial_ones():

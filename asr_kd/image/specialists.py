@@ -11,6 +11,8 @@ Experiment ``specialists``, on the core's :mod:`asr_kd.distill.specialists`:
    dustbin unit for every other class) and is fine-tuned with the teacher's regularisation on a
    sample half from its subset and half at random; then its dustbin logit is raised by the
    oversampling's log odds ratio (:func:`~asr_kd.distill.specialists.dustbin_shift`).
+   ``specialists.init: scratch`` (not the paper's) trains each from random weights instead, on
+   the same sample: specialists that do not inherit the generalist's errors.
 4. Inference: the generalist's top-``top_n`` classes select the active specialists, and the
    full distribution minimising ``KL(p_g, q) + sum_m KL(p_m, q_m)`` is found by gradient steps,
    in batches of cases. Reported: test errors of the generalist alone and combined, the
@@ -53,6 +55,8 @@ from ..distill.specialists import (
 from ..models.mlp import MLP
 from .config import RecipeError, machine
 from .train import logits_of
+
+INITS = ("generalist", "scratch")  #: a specialist's starting weights (``specialists.init``)
 
 
 def specialist_init(generalist: MLP, subset: Sequence[int]) -> dict[str, Tensor]:
@@ -117,6 +121,9 @@ def combined(
 def train_specialists(recipe: Any, generalist: MLP, subsets: Sequence[Sequence[int]]) -> list[Specialist]:
     """Fine-tune (or load) one specialist per subset; see the module's step 3."""
     sc, d = recipe.cfg["specialists"], recipe.data
+    init = str(sc.get("init", "generalist"))
+    if init not in INITS:
+        raise RecipeError(f"specialists.init must be one of {list(INITS)}, got {init!r}")
     labels = d.train_y.cpu()
     out = []
     for subset in subsets:
@@ -131,14 +138,15 @@ def train_specialists(recipe: Any, generalist: MLP, subsets: Sequence[Sequence[i
             epochs=int(sc["epochs"]),
             lr=float(sc["lr"]),
             subset=subset,
-            init="generalist",
+            init=init,
             sample="half from the subset",
             dustbin_shift=round(shift, 6),
         )
         y = specialist_labels(d.train_y[idx], subset, 10)
         val = (d.val_x, specialist_labels(d.val_y, subset, 10))
-        model, _ = recipe.fit(name, spec, d.train_x[idx], y, init=specialist_init(generalist, subset), val=val)
-        recipe.log(f"{name}: {len(subset)} classes + dustbin, dustbin logit +{shift:.3f}")
+        weights = specialist_init(generalist, subset) if init == "generalist" else None
+        model, _ = recipe.fit(name, spec, d.train_x[idx], y, init=weights, val=val)
+        recipe.log(f"{name}: {len(subset)} classes + dustbin ({init} weights), dustbin logit +{shift:.3f}")
         out.append(Specialist(subset, model.eval(), shift))
     return out
 
@@ -192,7 +200,8 @@ def run_specialists(recipe: Any) -> None:
         "name": "generalist+specialists",
         "experiment": "specialists",
         "sizes": recipe.cfg["teacher"]["sizes"],
-        "formula": f"generalist + {len(subsets)} specialists {subsets}, top-{sc['top_n']} active, "
+        "formula": f"generalist + {len(subsets)} specialists {subsets} ({sc.get('init', 'generalist')} weights), "
+        f"top-{sc['top_n']} active, "
         f"KL-minimising combination ({sc['combine_steps']} Adam steps)",
         "subsets": subsets,
         "temperature": None,
