@@ -154,6 +154,7 @@ def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
         "small_data.epochs=3",
         "online.enabled=true",
         "small_data.kd={targets: live, hard_weight: 0.0, mixup: 1.0}",
+        "small_data.align_with=teacher-1",  # frame labels from a full-data model outside the compared rows
     ]
     recipe = AsrRecipe(load_asr_config(CONFIG, "tiny", overrides))
     status = dict(recipe.status())
@@ -180,7 +181,7 @@ def test_small_data_and_online_stages_end_to_end(tiny, tmp_path, monkeypatch):
     assert soft["selected"] == "last" and soft["best_epoch"] == 3 and "selected" not in hard
     table = read_json(exp / "score" / "small_data.json")
     rows = {r["system"]: r for r in table["rows"]}
-    assert set(rows) == {"teacher-0", "small-hard", "small-soft", "ensemble"}
+    assert set(rows) == {"teacher-0", "small-hard", "small-soft", "ensemble"} and table["labels"] == "teacher-1"
     for r in rows.values():
         assert 0 <= r["train_frame_accuracy"] <= 1 and 0 <= r["test_agreement"] <= 1
     assert rows["teacher-0"]["test_agreement"] == 1.0  # teacher 0 against itself

@@ -41,6 +41,17 @@ def test_small_data_kd_overrides_the_soft_models_loss_and_leaves_the_rest_alone(
         AsrSettings.from_dict({"small_data": {"kd": {"hard_wieght": 0.0}}})
 
 
+def test_frame_labels_from_another_teacher_change_no_training():
+    base = {"teachers": {"count": 2, "guidance": "none"}, "small_data": {"share": 0.03}}
+    p0 = plan(AsrSettings.from_dict(base))
+    p1 = plan(AsrSettings.from_dict({**base, "small_data": {"share": 0.03, "align_with": "teacher-1"}}))
+    for name in ("small-hard", "small-soft"):
+        assert p1.spec(name).fingerprint == p0.spec(name).fingerprint
+    for bad in ("teacher-2", "ensemble", "teacher-x"):  # 2 teachers: teacher-0 and teacher-1
+        with pytest.raises(ConfigError, match=f"small_data.align_with must name a teacher.*{bad}"):
+            AsrSettings.from_dict({**base, "small_data": {"share": 0.03, "align_with": bad}})
+
+
 def test_the_draw_is_the_same_whatever_the_order_and_grows_with_the_share():
     ids = [f"utt{i:04d}" for i in range(1000)]
     a, b = draw_subset(ids, 0.03, 0), draw_subset(list(reversed(ids)), 0.03, 0)

@@ -199,7 +199,7 @@ class AsrRecipe:
                     "small-data",
                     lambda: score_small_data(ctx),
                     {"small_data": cfg["small_data"]},
-                    depends=["prepare", "ensemble", "teacher-0", *MODELS, "score"],
+                    depends=["prepare", "ensemble", *sorted({"teacher-0", s.small_data.align_with}), *MODELS, "score"],
                     outputs=[exp.score_dir / "small_data.json"],
                 )
             )

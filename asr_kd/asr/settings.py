@@ -25,6 +25,7 @@ asr_kd.config.ConfigError: unknown key 'features.nmels'; known here: ['n_mels']
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,13 +235,15 @@ class SpecialistSettings(Section):
 class SmallDataSettings(Section):
     """The paper's Table 5: with ``share`` > 0, two models of a teacher's size on that share of the training
     utterances (drawn with ``seed``), ``epochs`` epochs: ``small-hard`` on the transcripts (CTC, best epoch on
-    valid), ``small-soft`` on the ensemble's soft targets + the hard term (``students.kd`` updated by ``kd``)."""
+    valid), ``small-soft`` on the ensemble's soft targets + the hard term (``students.kd`` updated by ``kd``).
+    Frame labels: the forced alignments of the transcripts by the teacher ``align_with``."""
 
     OPEN = ("kd",)
     share: float = 0.0
     epochs: int = 100
     seed: int = 0
     kd: dict = field(default_factory=dict)
+    align_with: str = "teacher-0"
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,12 @@ class AsrSettings(Section):
             (0 <= self.small_data.share < 1, "small_data.share must be in [0, 1): 0 (off) or a share, e.g. 0.03"),
             (self.online.mutual_weight >= 0 and self.online.burn_in >= 0, "online: mutual_weight, burn_in >= 0"),
             (self.small_data.epochs >= 1, "small_data.epochs must be at least 1"),
+            (
+                re.fullmatch(r"teacher-\d+", self.small_data.align_with) is not None
+                and int(self.small_data.align_with.split("-")[1]) < self.teachers.count,
+                f"small_data.align_with must name a teacher, teacher-0 .. teacher-{self.teachers.count - 1} "
+                f"(now {self.small_data.align_with!r})",
+            ),
             (min(self.specialists.clusters, default=0) >= 2, "specialists.clusters: K-means sizes, each >= 2"),
             (
                 self.specialists.dustbin in ("run", "piece") and 0 <= self.specialists.subset_share < 1,

@@ -12,6 +12,8 @@ ensemble whose soft targets ``small-soft`` learnt:
 - frame accuracy, the CTC counterpart of the paper's: the share of frames where a model's
   argmax is the label of teacher 0's forced alignment of the transcript
   (:func:`asr_kd.asr.guidance.forced_frames`), on the small share (its "train") and the test set;
+  ``small_data.align_with: teacher-1`` takes the labels from another full-data teacher, one
+  that is none of the three rows compared (teacher 0 otherwise grades itself);
 - argmax agreement with teacher 0, frame by frame;
 - the share of the hard-target model's gap to the 100% model that the soft targets recover;
 - the validation curves over epochs (``plots/small_data.png``): does either model overfit?
@@ -69,13 +71,15 @@ def small_train_ids(ctx: Context) -> list[str]:
     return draw_subset(list(ctx.exp.texts("train")), sd.share, sd.seed)
 
 
-def _frame_scores(ctx: Context, systems: Mapping[str, System], split: str, ids: Sequence[str]) -> dict[str, dict]:
-    """Frame accuracy against teacher 0's forced alignments, and argmax agreement with
+def _frame_scores(
+    ctx: Context, systems: Mapping[str, System], labeller: System, split: str, ids: Sequence[str]
+) -> dict[str, dict]:
+    """Frame accuracy against ``labeller``'s forced alignments, and argmax agreement with
     teacher 0, of every system on utterances ``ids`` of ``split``."""
     exp = ctx.exp
     feats = {u: exp.feats(split)[u] for u in ids}
     tokens = encode_transcripts({u: exp.texts(split)[u] for u in ids}, exp.tokenizer().encode, skip=log.warning)
-    labels = aligned_frames(systems[REFERENCE], feats, tokens, ctx.device)
+    labels = aligned_frames(labeller, feats, tokens, ctx.device)
     ref_argmax: dict[str, Tensor] = {}
     out = {}
     for name, system in systems.items():  # the reference first: its argmax is the others' yardstick
@@ -102,10 +106,14 @@ def score_small_data(ctx: Context) -> None:
     systems[plan.main_ensemble] = System(
         [exp.load(m, device=ctx.device) for m in members], method=e.method, weights=e.weights
     )
+    align_with = ctx.settings.small_data.align_with
+    labeller = systems.get(align_with) or System([exp.load(align_with, device=ctx.device)])
     train_ids = small_train_ids(ctx)
-    log.info(f"  small-data: frame accuracy on {len(train_ids)} training and the test utterances")
-    splits = {"train": _frame_scores(ctx, systems, "train", train_ids)}
-    splits["test"] = _frame_scores(ctx, systems, "test", list(exp.texts("test")))
+    log.info(
+        f"  small-data: frame accuracy on {len(train_ids)} training and the test utterances, {align_with}'s labels"
+    )
+    splits = {"train": _frame_scores(ctx, systems, labeller, "train", train_ids)}
+    splits["test"] = _frame_scores(ctx, systems, labeller, "test", list(exp.texts("test")))
     scores = exp.scores()
     kd = plan.spec("small-soft").kd
     soft = "soft + hard" if kd is None or kd.hard_weight else "soft"
@@ -129,7 +137,8 @@ def score_small_data(ctx: Context) -> None:
         for key in ("test_frame_accuracy", "wer", "beam_wer")
         if all(by[n][key] is not None for n in (REFERENCE, *MODELS))
     }
-    result = {"share": ctx.settings.small_data.share, "utterances": len(train_ids), "rows": rows, "recovered": gap}
+    result = {"share": ctx.settings.small_data.share, "utterances": len(train_ids), "labels": align_with}
+    result.update(rows=rows, recovered=gap)
     write_json(exp.score_dir / "small_data.json", result)
     _plot(ctx)
     log.info(f"  small-data: soft targets recover {gap} of the gap (test frame accuracy; WER; beam WER)")
@@ -167,8 +176,8 @@ def render_small_data(r: Mapping[str, Any]) -> list[str]:
         f"## Soft targets as a regulariser (the paper's Table 5): {pct(r['share'])}% of the training "
         f"set ({r['utterances']} utterances)",
         "",
-        "Frame accuracy: the share of frames whose argmax is the label of teacher-0's forced alignment "
-        "of the transcript; train = the small share, which every row learnt from.",
+        f"Frame accuracy: the share of frames whose argmax is the label of {r.get('labels', REFERENCE)}'s forced "
+        "alignment of the transcript; train = the small share, which every row learnt from.",
         "",
         "| system | data | targets | epoch kept | train frame acc. | test frame acc. | "
         "test agreement with teacher-0 | test WER | beam+LM |",

@@ -309,7 +309,7 @@ def _small_data(s: AsrSettings, ensemble: str) -> list[ModelSpec]:
         "train": train.to_dict(),
         "specaugment": s.to_dict()["specaugment"],
         "seed": s.seed,
-        "small_data": {k: v for k, v in sd.to_dict().items() if k != "kd"},  # kd: small-soft's alone
+        "small_data": {k: v for k, v in sd.to_dict().items() if k not in ("kd", "align_with")},  # training only
     }
     hard = ModelSpec(
         "small-hard", "student", s.seed, s.model, train, "scratch", subset=sd.share, subset_seed=sd.seed, fingerprint=fp
