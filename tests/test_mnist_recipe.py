@@ -296,6 +296,25 @@ def test_main_trains_only_the_chosen_student_variants(tmp_path):
         Recipe(with_labels, 0, None, tmp_path, progress=False).run(["main"])
 
 
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST idx files not found in {default_data_dir()}")
+def test_teacher_trains_on_the_validation_images_too_when_asked(tmp_path):
+    torch.set_num_threads(1)
+    quick = ["teacher.epochs=3", "data.train_limit=1000", "data.test_limit=200", "teacher.train_set=train+val"]
+    recipe = Recipe(load_config(default_config_path(), "smoke", quick), 0, None, tmp_path, progress=False)
+    record = recipe.run(["teacher"])[0]
+    assert record["transfer_size"] == len(recipe.data.train_y) + len(recipe.data.val_y)
+    assert record["best_epoch"] == 2 and record["val_errors"] == record["val_history"][-1]
+    saved = torch.load(tmp_path / "seed0" / "teacher.pt", weights_only=False)
+    assert saved["spec"]["train_set"] == "train+val" and saved["spec"]["select"] == "last"
+    # the teacher of the 50,000 images is another model: refused, not silently reused
+    plain = load_config(default_config_path(), "smoke", quick[:-1])
+    with pytest.raises(RecipeError, match="another configuration"):
+        Recipe(plain, 0, None, tmp_path, progress=False).run(["teacher"])
+    bad = load_config(default_config_path(), "smoke", [*quick[:-1], "teacher.train_set=all"])
+    with pytest.raises(RecipeError, match="teacher.train_set must be 'train' or 'train\\+val', got 'all'"):
+        Recipe(bad, 0, None, tmp_path / "bad", progress=False).run(["teacher"])
+
+
 def test_cli_missing_data_dir_exits_2_with_the_fix(tmp_path, capsys):
     from asr_kd.image.cli import main
 

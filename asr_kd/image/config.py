@@ -50,7 +50,13 @@ def load_config(path: str | os.PathLike, preset: str, overrides: Sequence[str] =
 
 #: Spec keys added after models were first saved, with the value that older models used.
 #: A spec equal to its default is left out before specs are compared, so those models load.
-SPEC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "transfer_jitter": 0, "transfer_set": "train", "select": "best"}
+SPEC_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "transfer_jitter": 0,
+    "transfer_set": "train",
+    "train_set": "train",
+    "select": "best",
+}
 SGD_KEYS = ("momentum", "momentum_final", "momentum_epochs")
 
 

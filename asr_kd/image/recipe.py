@@ -232,9 +232,18 @@ class Recipe:
     # -- models
 
     def teacher(self) -> MLP:
+        """The teacher, trained (or loaded) on ``teacher.train_set``: ``train`` (50,000 images, best epoch on
+        validation) or ``train+val`` (the paper's 60,000, labels included, the last epoch kept)."""
         if self._teacher_model is None:
             spec = dict(self.cfg["teacher"])
-            model, record = self.fit("teacher", spec, self.data.train_x, self.data.train_y)
+            x, y = self.data.train_x, self.data.train_y
+            train_set = spec.get("train_set", "train")
+            if train_set not in ("train", "train+val"):
+                raise RecipeError(f"teacher.train_set must be 'train' or 'train+val', got {train_set!r}")
+            if train_set == "train+val":  # no held-out image is left to choose an epoch
+                spec["select"] = "last"
+                x, y = torch.cat([x, self.data.val_x]), torch.cat([y, self.data.val_y])
+            model, record = self.fit("teacher", spec, x, y)
             if not any(r["name"] == "teacher" for r in self.records):
                 self.score(model, record, "main")
             self._teacher_model = model.eval()
