@@ -178,6 +178,7 @@ def main() -> None:
         rows.append((key, _size(specs[key]), _peak_mb(specs[key], feats_file), seconds[key] / audio_s, wer))
     base = {name: next(r for r in rows if r[0][0] == name) for name in models}
     teacher = rows[0]
+    same_variant = {key[1]: rtf for key, _, _, rtf, _ in rows if key[0] == teacher[0][0]}  # engine to engine
     lines = [
         "# Deployment: exported and int8 models",
         "",
@@ -187,13 +188,16 @@ def main() -> None:
         f"WER greedy on {len(entries)} utterances; {time.time() - start:.0f} s.",
         "",
         "| model | variant | size on disk | peak memory | RTF | speed-up vs "
-        f"{teacher[0][0]} {teacher[0][1]} | WER | WER vs its PyTorch fp32 | max abs diff of log-posteriors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{teacher[0][0]} {teacher[0][1]} | vs {teacher[0][0]} in the same variant | WER | WER vs its PyTorch fp32 "
+        "| max abs diff of log-posteriors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, variant), size, peak, rtf, wer in rows:
         ref_wer = base[name][4]
+        same = f"{same_variant[variant] / rtf:.2f}x" if variant in same_variant else "–"
         lines.append(
-            f"| {name} | {variant} | {size / 1e6:.2f} MB | {peak:.0f} MB | {rtf:.4f} | {teacher[3] / rtf:.2f}x | "
+            f"| {name} | {variant} | {size / 1e6:.2f} MB | {peak:.0f} MB | {rtf:.5f} | {teacher[3] / rtf:.2f}x "
+            f"| {same} | "
             f"{100 * wer:.2f} | {100 * (wer - ref_wer) / max(ref_wer, 1e-9):+.1f}% | {diffs[(name, variant)]:.1e} |"
         )
     for (name, variant), why in refused.items():
