@@ -55,3 +55,16 @@ def test_beam_search_with_lexicon_and_lm_gives_words_of_the_lexicon(tmp_path):
         tokens, beam_size=64, lexicon=str(tmp_path / "lexicon.txt"), lm=str(tmp_path / "lm.arpa"), lm_weight=1.0
     )
     assert constrained.words(lp, n) == ["THE CAT"]
+
+
+def test_loading_the_lm_prints_no_path_and_a_failed_load_keeps_its_message(tmp_path, capfd):
+    tok = CharTokenizer.train(TEXTS)
+    write_lexicon(TEXTS, tok, tmp_path / "lexicon.txt")
+    write_arpa(TEXTS, tmp_path / "lm.arpa", order=2)
+    tokens = decoder_tokens(tok)
+    BeamDecoder(tokens, lexicon=str(tmp_path / "lexicon.txt"), lm=str(tmp_path / "lm.arpa"))
+    assert str(tmp_path) not in capfd.readouterr().err  # KenLM's "Reading <path>" is held back
+    (tmp_path / "bad.arpa").write_text("not an arpa file\n")
+    with pytest.raises(Exception):
+        BeamDecoder(tokens, lexicon=str(tmp_path / "lexicon.txt"), lm=str(tmp_path / "bad.arpa"))
+    assert "bad.arpa" in capfd.readouterr().err  # ... unless loading fails: then it is shown

@@ -13,7 +13,11 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -38,6 +42,30 @@ def greedy_decode(log_probs: Tensor, lengths: Tensor, blank: int = BLANK) -> lis
     """Best-path decoding of ``(batch, frames, classes)`` scores with per-item lengths."""
     best = log_probs.argmax(-1).cpu()
     return [collapse(best[b, : int(n)].tolist(), blank) for b, n in enumerate(lengths.cpu())]
+
+
+@contextlib.contextmanager
+def _kenlm_quiet() -> Iterator[None]:
+    """Hold back what KenLM prints to the process's stderr while it loads an ARPA file.
+
+    KenLM (inside flashlight-text) writes "Reading <temporary path>" and a progress bar to file
+    descriptor 2, which would put this machine's temporary paths into every evaluation log. The
+    text is kept and written out after all if loading fails, so no error message is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class BeamDecoder:
@@ -74,18 +102,19 @@ class BeamDecoder:
             tokens.append(sil)
         self._pad = len(tokens) - self.num_classes
         self._sil = tokens.index(sil)
-        self.decoder = ctc_decoder(
-            lexicon=lexicon,
-            tokens=tokens,
-            lm=lm,
-            beam_size=beam_size,
-            blank_token=tokens[BLANK],
-            sil_token=sil,
-            lm_weight=lm_weight,
-            word_score=word_score,
-            sil_score=0.0,
-            log_add=True,
-        )
+        with _kenlm_quiet() if lm else contextlib.nullcontext():
+            self.decoder = ctc_decoder(
+                lexicon=lexicon,
+                tokens=tokens,
+                lm=lm,
+                beam_size=beam_size,
+                blank_token=tokens[BLANK],
+                sil_token=sil,
+                lm_weight=lm_weight,
+                word_score=word_score,
+                sil_score=0.0,
+                log_add=True,
+            )
 
     def _search(self, log_probs: Tensor, lengths: Tensor):
         emissions = log_probs.detach().float().cpu()
