@@ -65,6 +65,6 @@ def test_loading_the_lm_prints_no_path_and_a_failed_load_keeps_its_message(tmp_p
     BeamDecoder(tokens, lexicon=str(tmp_path / "lexicon.txt"), lm=str(tmp_path / "lm.arpa"))
     assert str(tmp_path) not in capfd.readouterr().err  # KenLM's "Reading <path>" is held back
     (tmp_path / "bad.arpa").write_text("not an arpa file\n")
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):
         BeamDecoder(tokens, lexicon=str(tmp_path / "lexicon.txt"), lm=str(tmp_path / "bad.arpa"))
     assert "bad.arpa" in capfd.readouterr().err  # ... unless loading fails: then it is shown
