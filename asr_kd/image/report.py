@@ -58,6 +58,8 @@ def main_names(runs: list[dict[str, Any]]) -> list[str]:
     ['teacher', 'student800-hard', 'student800-soft-T20', 'student800-soft+hard-T20', 'student800-soft-T20-jitter2']
     >>> main_names([runs[0], runs[-1]])  # a run of some of main's students only (distill.variants)
     ['teacher', 'student800-soft-T20-jitter2']
+    >>> main_names([runs[0], {**runs[-1], "name": "student800-soft-T20-jitter2-trainval"}])  # on all 60,000
+    ['teacher', 'student800-soft-T20-jitter2-trainval']
     """
     names = {r["name"] for r in runs}
     both = sorted((r for r in runs if "-soft+hard-T" in r["name"]), key=lambda r: -r["sizes"][1])
@@ -68,7 +70,7 @@ def main_names(runs: list[dict[str, Any]]) -> list[str]:
         out += sorted(n for n in names if n.startswith(f"student{w}-soft-T{t:g}-jitter"))
     else:  # distill.variants left the soft+hard student out: main's students that are there
         out += sorted(
-            n for n in names if re.fullmatch(r"student\d+-(hard|soft(\+hard)?-T[\d.]+)(-jitter\d+|-trainval)?", n)
+            n for n in names if re.fullmatch(r"student\d+-(hard|soft(\+hard)?-T[\d.]+)(-jitter\d+)?(-trainval)?", n)
         )
     return [n for n in out if n in names]
 
@@ -84,11 +86,12 @@ def main_table(runs: list[dict[str, Any]]) -> list[str]:
     for name in main_names(runs):
         rs = named[name]
         kind = "teacher" if name == "teacher" else ("hard" if name.endswith("-hard") else name.split("-")[1])
-        if "-jitter" in name:
+        desc_extra = ""
+        if jitter := re.search(r"-jitter(\d+)", name):
             kind = "jittered transfer set (not in the paper)"
-            desc_extra = f"; transfer images jittered by up to {name.rsplit('jitter', 1)[1]} px"
-        else:
-            desc_extra = ""
+            desc_extra = f"; transfer images jittered by up to {jitter.group(1)} px"
+        if name.endswith("-trainval"):
+            desc_extra += "; transfer set: all 60,000 training images"
         paper = PAPER_MAIN.get(kind, "–")
         desc = f"{name}: {'-'.join(map(str, rs[0]['sizes']))}; {rs[0]['formula']}{desc_extra}".replace("|", "\\|")
         epochs = ", ".join(f"{r['best_epoch'] + 1}/{r['epochs']}" for r in rs)
