@@ -9,7 +9,13 @@ import torch
 from asr_kd.asr.inference import SpecialistSystem
 from asr_kd.asr.recipe import AsrRecipe, default_config_path, load_asr_config
 from asr_kd.asr.settings import AsrSettings
-from asr_kd.asr.specialists import specialist_init, specialist_targets, subset_draw, target_dustbin_shift
+from asr_kd.asr.specialists import (
+    specialist_init,
+    specialist_targets,
+    specialist_texts,
+    subset_draw,
+    target_dustbin_shift,
+)
 from asr_kd.asr.specs import SPECIALISTS, plan
 from asr_kd.cli import main
 from asr_kd.config import ConfigError
@@ -115,6 +121,20 @@ def test_plan_adds_specialists_their_row_and_a_student_taught_by_them():
         AsrSettings.from_dict({"specialists": {"clusters": [1]}})
 
 
+def test_specialists_on_the_transfer_set_need_one_and_change_only_their_own_fingerprint():
+    on = {"enabled": True, "clusters": [2], "transfer": True}
+    with pytest.raises(ConfigError, match="specialists.transfer"):  # no transfer set to learn from
+        AsrSettings.from_dict({"specialists": on})
+    base = {"teachers": {"guidance": "none"}, "transfer": {"utterances": 50}}
+    plain = plan(AsrSettings.from_dict({**base, "specialists": {**on, "transfer": False}}))
+    taught = plan(AsrSettings.from_dict({**base, "specialists": on}))
+    assert not any(m.transfer for m in plain.specialists) and all(m.transfer for m in taught.specialists)
+    assert taught.specialists[0].fingerprint["transfer"] == {"utterances": 50, "manifest": None}
+    # the setting's old value leaves the fingerprints of specialists trained before it existed unchanged
+    assert "transfer" not in plain.specialists[0].fingerprint["specialists"]
+    assert taught.teachers == plain.teachers and taught.spec("student-kd") == plain.spec("student-kd")
+
+
 @pytest.mark.slow  # an end-to-end recipe run (about 2 min on 2 cores)
 def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path):
     sets = [
@@ -125,6 +145,8 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
         "specialists.epochs=2",
         "specialists.dustbin=piece",  # the options besides the defaults (unit-tested above)
         "specialists.subset_share=0.5",
+        "specialists.transfer=true",  # also the ensemble's transcripts of the transfer set
+        "transfer.utterances=6",
         "teachers={count: 2, guidance: none}",
         "students.variants=[scratch,kd]",
         "students.kd_scales=[]",
@@ -143,7 +165,7 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
         out = [v for k, v in weights["state"].items() if k.endswith("output.bias")][0]
         assert out.shape[0] == len(subset) + 2
     cache = TeacherCache(recipe.ctx.exp.cache_dir(SPECIALISTS), fingerprint=recipe.ctx.cache_fingerprint(SPECIALISTS))
-    assert len(cache) == len(recipe.ctx.exp.texts("train"))
+    assert len(cache) == len(recipe.ctx.exp.texts("train")) + 6  # the training and transfer sets
     scores = json.loads((tmp_path / "score" / "scores.json").read_text())
     assert {SPECIALISTS, "student-kd-spec"} <= set(scores)
     assert scores[SPECIALISTS]["members"] == recipe.ctx.plan.systems[SPECIALISTS]
@@ -160,6 +182,12 @@ def test_tiny_run_with_specialists_caches_their_combination_and_resumes(tmp_path
     assert "Table 4 per frame" in (tmp_path / "RESULTS.md").read_text()
     described = json.loads((tmp_path / SPECIALISTS / "specialists.json").read_text())
     assert len(described["dustbin_shifts"]) == 2 and min(described["dustbin_shifts"]) >= 0  # oversampled or natural
+    # with the transfer set: the ensemble's non-empty transcripts of it join the specialists' utterances
+    hyps = json.loads((recipe.ctx.exp.train_hyps_file("ensemble")).read_text())
+    transfer = {u for u, h in hyps.items() if u not in recipe.ctx.exp.texts("train") and h.strip()}
+    pool = len(recipe.ctx.exp.texts("train")) + len(transfer)
+    assert all(0 < n <= pool for n in described["utterances"])
+    assert transfer and transfer <= set(specialist_texts(recipe.ctx))
     # the combination decodes from its folder like an ensemble, with the score stage's WER
     out = tmp_path / "eval-specialists"
     assert (

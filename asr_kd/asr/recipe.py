@@ -150,7 +150,7 @@ class AsrRecipe:
                             **({"transfer": cfg["transfer"]} if transfer else {}),
                         }
                     ),
-                    depends=["prepare", GENERALIST, *transfer],
+                    depends=["prepare", GENERALIST, *transfer, *(["ensemble"] if p.specialists[0].transfer else [])],
                     outputs=[
                         exp.root / SPECIALISTS,
                         exp.cache_dir(SPECIALISTS),

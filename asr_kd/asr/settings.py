@@ -59,7 +59,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
         "mixup": 0.0,
     },
     "small_data": {"kd": {}},  # small-soft: students.kd as it is
-    "specialists": {"dustbin": "run", "subset_share": 0.0, "balanced": False},  # as the first specialists ran
+    "specialists": {"dustbin": "run", "subset_share": 0.0, "balanced": False, "transfer": False},  # as first run
 }
 
 
@@ -227,6 +227,7 @@ class SpecialistSettings(Section):
     lr: float = 0.0005
     dustbin: str = "run"
     subset_share: float = 0.0
+    transfer: bool = False
     combine_steps: int = 200
     combine_lr: float = 0.3
 
@@ -333,6 +334,11 @@ class AsrSettings(Section):
             (
                 self.specialists.dustbin in ("run", "piece") and 0 <= self.specialists.subset_share < 1,
                 "specialists: dustbin must be run or piece, subset_share in [0, 1) (0: natural sampling; 0.5)",
+            ),
+            (
+                not self.specialists.transfer or (self.transfer.active and self.teachers.guidance != "guided"),
+                "specialists.transfer: the specialists learn the plain ensemble's transcripts of the transfer set; "
+                "give one (--set transfer.utterances=N) and unguided teachers (teachers.guidance none or both)",
             ),
             (self.device in DEVICES, "device must be cpu, cuda or auto"),
             (

@@ -17,6 +17,10 @@ With ``specialists.enabled``:
    on every utterance; 0.5 is the paper's sampling (:func:`subset_draw`): every utterance that
    holds a piece of the subset and as many others drawn at random, the dustbin logit then raised
    by the log odds of that oversampling among the targets (:func:`target_dustbin_shift`).
+   ``transfer``: each specialist also fine-tunes on the transfer set, with the plain ensemble's
+   greedy transcripts (:func:`specialist_texts`): audio the generalist never heard, labelled by a
+   better system than the generalist, so a specialist has something to learn that it does not
+   already know (the paper's JFT specialists learned from a generalist short of capacity).
 3. The combination (:class:`SpecialistSystem`): per frame, the specialists whose subset holds
    one of the generalist's ``top_n`` classes are active (blank counts among them and is in no
    subset: with ``top_n`` 1 a frame where the generalist emits blank keeps its distribution,
@@ -155,6 +159,18 @@ def piece_subsets(
     return subsets
 
 
+def specialist_texts(ctx) -> dict[str, str]:
+    """The specialists' transcripts by utterance ID: the training set's and, with
+    ``specialists.transfer``, the plain ensemble's non-empty greedy transcripts of the transfer set."""
+    texts = ctx.exp.texts("train")
+    if not (ctx.plan.specialists and ctx.plan.specialists[0].transfer):
+        return texts
+    hyps = ctx.exp.train_hyps("ensemble")
+    extra = {u: h for u, h in hyps.items() if u not in texts and h.strip()}
+    log.info(f"  specialists: {len(texts)} transcribed + {len(extra)} transfer utterances (the ensemble's transcripts)")
+    return {**texts, **extra}
+
+
 def load_specialists(ctx, device: str = "cpu") -> SpecialistSystem:
     """The run's generalist + specialists (after stage ``specialists``), on ``device``."""
     path = ctx.exp.root / SPECIALISTS / "specialists.json"
@@ -179,13 +195,14 @@ def train_specialists(ctx) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         write_json(path, {"generalist": GENERALIST, "clusters": list(sp.clusters), "subsets": subsets})
     subsets = read_json(path)["subsets"]
-    tok, texts = exp.tokenizer(), exp.texts("train")
+    tok, texts = exp.tokenizer(), specialist_texts(ctx)
     tokens = encode_transcripts(texts, tok.encode, skip=log.warning)
     state = exp.load(GENERALIST).model.state_dict()
-    shifts = []
+    shifts, drawn = [], []
     for i, subset in enumerate(subsets):
         spec = ctx.plan.spec(f"specialist-{i}")
         chosen = set(subset_draw(tokens, subset, sp.subset_share, spec.seed))
+        drawn.append(len(chosen))
         to_mine = partial(specialist_targets, subset=subset, dustbin=sp.dustbin)
         shifts.append(target_dustbin_shift({u: to_mine(t) for u, t in tokens.items()}, sorted(chosen), len(subset) + 1))
         log.info(
@@ -200,17 +217,21 @@ def train_specialists(ctx) -> None:
             token_map=to_mine,
             init_state=specialist_init(state, subset),
         )
-    describe_specialists(ctx, subsets, shifts)
+    describe_specialists(ctx, subsets, shifts, drawn)
     cache_combination(ctx)
 
 
-def describe_specialists(ctx, subsets: Sequence[Sequence[int]], shifts: Sequence[float]) -> None:
+def describe_specialists(
+    ctx, subsets: Sequence[Sequence[int]], shifts: Sequence[float], utterances: Sequence[int]
+) -> None:
     """``specialists/specialists.json``: members (bundles relative to the folder), subsets, their
-    dustbin shifts and how they combine, so ``asr-kd evaluate EXP/specialists`` decodes it too."""
+    dustbin shifts, training utterances and how they combine, so ``asr-kd evaluate EXP/specialists``
+    decodes it too."""
     sp, folder = ctx.settings.specialists, ctx.exp.root / SPECIALISTS
     members = [os.path.relpath(ctx.exp.bundle(m), folder) for m in ctx.plan.systems[SPECIALISTS]]
     combine = {"top_n": sp.top_n, "steps": sp.combine_steps, "lr": sp.combine_lr}
     described = {"members": members, "subsets": [list(s) for s in subsets], "dustbin_shifts": list(shifts)}
+    described["utterances"] = list(utterances)  # each specialist's training utterances
     write_json(folder / "specialists.json", {**described, **combine})
 
 

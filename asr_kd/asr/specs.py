@@ -41,7 +41,8 @@ class ModelSpec:
             ``sequence`` student learns.
         scale, scale_by: a student's size, ``scale`` of the teacher's (``reference``) parameters
             (``params``) or widths (``width``).
-        transfer: a ``kd`` or ``sequence`` student that also learns from the transfer set.
+        transfer: a ``kd`` or ``sequence`` student (or, with ``specialists.transfer``, a specialist) that also
+            learns from the transfer set.
         twin: a distilled student's scratch student of the same size, seed and schedule.
         seed_pair: one of the distilled students that differ only by seed (their spread).
         subset, subset_seed: the share of the transcribed training utterances it learns from
@@ -268,8 +269,19 @@ def _specialists(s: AsrSettings) -> list[ModelSpec]:
     train = replace(s.train, epochs=int(sp.epochs), lr=float(sp.lr))
     base = _teacher(s, 0, False)
     fp = {**base.fingerprint, **stable({"specialists": sp.to_dict()})}  # the stage's fingerprint, its new keys
+    transfer = bool(sp.transfer and s.transfer.active)  # also the ensemble's transcripts of the transfer set
+    if transfer:
+        fp["transfer"] = s.transfer.to_dict()
     return [
-        replace(base, name=f"specialist-{i}", role="specialist", seed=base.seed + 1 + i, train=train, fingerprint=fp)
+        replace(
+            base,
+            name=f"specialist-{i}",
+            role="specialist",
+            seed=base.seed + 1 + i,
+            train=train,
+            transfer=transfer,
+            fingerprint=fp,
+        )
         for i in range(sum(int(k) for k in sp.clusters))
     ]
 
